@@ -1,0 +1,26 @@
+"""purerl: classic deep-RL algorithms as pure, jit- and vmap-able JAX trainers on gymnax."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__version__ = "0.1.0"
+
+# name -> (module, action spaces, default environment)
+ALGORITHMS: dict[str, tuple[str, str, str]] = {
+    "ppo": ("purerl.ppo", "discrete, continuous", "CartPole-v1"),
+}
+
+
+def get_algorithm(name: str) -> ModuleType:
+    """The trainer module for ``name``; ValueError with the closest name if unknown."""
+    from purerl.config import suggest
+
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}{suggest(name, ALGORITHMS)}; "
+                         f"available: {', '.join(ALGORITHMS)}")
+    return importlib.import_module(ALGORITHMS[name][0])
+
+
+from purerl.loop import compiler_options, jit  # noqa: E402  (re-exported for users)

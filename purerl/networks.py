@@ -1,0 +1,83 @@
+"""flax.linen building blocks shared by the trainers.
+
+Initialisation follows the PPO implementation literature: orthogonal weights with gain sqrt(2)
+in the torso, 0.01 on the policy output (a near-uniform / near-zero-mean initial policy) and 1.0
+on value outputs, zero biases.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purerl.distributions import Categorical, TanhGaussian
+from purerl.envs import EnvSpec
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": nn.tanh,
+    "relu": nn.relu,
+    "elu": nn.elu,
+    "gelu": nn.gelu,
+    "swish": nn.swish,
+}
+
+
+def dense(features: int, gain: float) -> nn.Dense:
+    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain),
+                    bias_init=nn.initializers.zeros)
+
+
+class MLP(nn.Module):
+    """Flattens each observation, then Dense + activation for every hidden size."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    obs_ndim: int = 1  # number of trailing axes that make one observation
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.obs_ndim != 1:
+            x = x.reshape(x.shape[: x.ndim - self.obs_ndim] + (-1,))
+        act = ACTIVATIONS[self.activation]
+        for h in self.hidden_sizes:
+            x = act(dense(h, np.sqrt(2.0))(x))
+        return x
+
+
+class Actor(nn.Module):
+    """pi(.|s): Categorical for discrete actions, tanh-squashed diagonal Gaussian (rescaled to the
+    env's bounds, state-independent log-std) for continuous ones."""
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array):
+        x = MLP(self.hidden_sizes, self.activation, len(self.spec.obs_shape))(obs)
+        if self.spec.discrete:
+            return Categorical(dense(self.spec.num_actions, 0.01)(x))
+        d = self.spec.action_dim
+        mean = dense(d, 0.01)(x)
+        log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (d,))
+        return TanhGaussian(mean, jnp.broadcast_to(log_std, mean.shape),
+                            tuple(float(v) for v in self.spec.action_low),
+                            tuple(float(v) for v in self.spec.action_high))
+
+
+class ValueCritic(nn.Module):
+    """V(s), a scalar per observation."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = MLP(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
+        return dense(1, 1.0)(x)[..., 0]

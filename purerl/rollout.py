@@ -1,0 +1,90 @@
+"""Experience collection inside the compiled program: fixed-length on-policy rollouts (a scan over
+time) and deterministic evaluation episodes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purerl import envs
+
+# policy(obs, key) -> (action to store, action for the env)
+Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+class Trajectory(NamedTuple):
+    """A time-major batch ``[T, num_envs, ...]`` of transitions; observations are raw."""
+
+    obs: jax.Array
+    action: jax.Array  # as stored by the policy (e.g. pre-squash Gaussian sample)
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    next_obs: jax.Array  # real next observation s'_t (differs from obs[t + 1] where done)
+    completed_return: jax.Array  # return of an episode that ended at t, else 0
+
+    @property
+    def done(self) -> jax.Array:
+        return self.terminated | self.truncated
+
+
+def collect(env, env_params, policy: Policy, key: jax.Array, env_state: envs.EnvState,
+            num_steps: int) -> tuple[envs.EnvState, Trajectory]:
+    """Run ``policy`` for ``num_steps`` steps in every environment (a ``lax.scan``).
+
+    Only the policy and the environment run inside the loop; values and log-probabilities are
+    computed afterwards on the whole batch, where they vectorise.
+    """
+
+    def one_step(state: envs.EnvState, step_key):
+        act_key, env_key = jax.random.split(step_key)
+        stored, env_action = policy(state.obs, act_key)
+        next_state, tr = envs.step(env, env_params, env_key, state, env_action)
+        return next_state, Trajectory(state.obs, stored, tr.reward, tr.terminated, tr.truncated,
+                                      tr.next_obs, tr.completed_return)
+
+    return jax.lax.scan(one_step, env_state, jax.random.split(key, num_steps))
+
+
+class EpisodeStats(NamedTuple):
+    mean_return: jax.Array  # NaN when no episode ended
+    count: jax.Array
+
+
+def episode_stats(traj: Trajectory) -> EpisodeStats:
+    """Mean return of the episodes that ended in ``traj`` and how many there were."""
+    done = traj.done
+    count = done.sum()
+    total = jnp.sum(jnp.where(done, traj.completed_return, 0.0))
+    return EpisodeStats(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan), count)
+
+
+def evaluate(env, env_params, act: Callable[[jax.Array], jax.Array], key: jax.Array,
+             num_episodes: int, max_steps: int) -> jax.Array:
+    """Mean undiscounted return of ``num_episodes`` parallel episodes under ``act(obs)``
+    (typically the deterministic policy). Runs until every episode has ended or ``max_steps``."""
+    reset_key, key = jax.random.split(key)
+    state = envs.reset(env, env_params, reset_key, num_episodes)
+
+    class Carry(NamedTuple):
+        state: Any
+        key: jax.Array
+        returns: jax.Array
+        active: jax.Array
+        t: jax.Array
+
+    def cond(c: Carry):
+        return jnp.logical_and(c.t < max_steps, jnp.any(c.active))
+
+    def body(c: Carry):
+        key, step_key = jax.random.split(c.key)
+        state, tr = envs.step(env, env_params, step_key, c.state, act(c.state.obs))
+        returns = c.returns + jnp.where(c.active, tr.reward, 0.0)
+        active = c.active & ~(tr.terminated | tr.truncated)
+        return Carry(state, key, returns, active, c.t + 1)
+
+    init = Carry(state, key, jnp.zeros(num_episodes), jnp.ones(num_episodes, bool),
+                 jnp.asarray(0))
+    return jax.lax.while_loop(cond, body, init).returns.mean()
