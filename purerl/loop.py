@@ -23,11 +23,17 @@ Metrics = dict[str, jax.Array]
 def compiler_options() -> dict[str, Any]:
     """XLA options purerl recommends for the default backend.
 
-    On CPU, LLVM optimisation level 1 instead of the default 2 halves compile time for these
-    small-network programs and does not slow them down (measured in benchmarks/RESULTS.md). Other
-    backends get XLA's defaults.
+    On CPU:
+    * LLVM optimisation level 1 instead of the default 2 halves compile time for these
+      small-network programs and does not slow them down (benchmarks/RESULTS.md);
+    * single-threaded Eigen inside each op: XLA's multi-threaded Eigen pool intermittently
+      deadlocks on vmapped training programs (the call never returns, every thread idle), and
+      for matrices this small it gives no speed-up anyway.
+    Other backends get XLA's defaults.
     """
-    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
+    if jax.default_backend() != "cpu":
+        return {}
+    return {"xla_backend_optimization_level": 1, "xla_cpu_multi_thread_eigen": False}
 
 
 def jit(fn: Callable, **kwargs: Any) -> Callable:

@@ -26,9 +26,38 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def orthogonal(gain: float = 1.0) -> Callable:
+    """Orthogonal initialiser (Saxe et al. 2014) computed with Gram-Schmidt in plain JAX.
+
+    Same distribution as ``flax.linen.initializers.orthogonal`` (Q of a Gaussian matrix with
+    R's diagonal made positive -- for the same key it returns the same matrix), but without
+    LAPACK's QR. When a training program is vmapped over seeds, the batched QR custom call
+    splits its work over XLA's CPU thread pool from inside that pool and can deadlock it on
+    small machines (observed on 2 cores: the program never returns, every thread idle).
+    """
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        n_cols = shape[-1]
+        n_rows = int(np.prod(shape)) // n_cols
+        tall = (n_rows, n_cols) if n_rows >= n_cols else (n_cols, n_rows)
+        a = jax.random.normal(key, tall, dtype)
+
+        def next_column(q, j):
+            v = a[:, j]
+            for _ in range(2):  # classical Gram-Schmidt, applied twice for float32 accuracy
+                v = v - q @ (q.T @ v)
+            return q.at[:, j].set(v / jnp.linalg.norm(v)), None
+
+        q, _ = jax.lax.scan(next_column, jnp.zeros(tall, dtype), jnp.arange(tall[1]))
+        if n_rows < n_cols:
+            q = q.T
+        return gain * q.reshape(shape)
+
+    return init
+
+
 def dense(features: int, gain: float) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain),
-                    bias_init=nn.initializers.zeros)
+    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros)
 
 
 class MLP(nn.Module):

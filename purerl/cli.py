@@ -1,0 +1,326 @@
+"""Command line: ``purerl train ALGO --env ENV ...`` and ``purerl list``.
+
+``train`` runs ``--seeds`` vmapped seeds in compiled chunks with a progress bar, then writes
+``config.json``, ``metrics.json``, ``metrics.csv``, ``learning_curve.png`` and ``summary.txt``
+to ``<out>/<name>/`` and prints the summary table. Bad input (unknown algorithm, environment or
+config key, unparsable or invalid value) prints one ``purerl: error: ...`` line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+import purerl
+from purerl import loop
+
+Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
+
+_TRUE, _FALSE = {"true", "1", "yes", "y", "on"}, {"false", "0", "no", "n", "off"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``purerl: error: <message>`` and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"purerl: error: {message} (see '{self.prog} --help')\n")
+
+
+# ------------------------------------------------------------------------ --set key=value
+
+
+def parse_value(text: str, annotation: str) -> Any:
+    """Parse ``text`` as a config field declared with type ``annotation`` (a string such as
+    ``"int"``, ``"bool"`` or ``"tuple[int, ...]"``); ValueError if it does not parse."""
+    text = text.strip()
+    if annotation == "bool":
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(f"expected true/false, got {text!r}")
+    if annotation in ("int", "float"):
+        try:
+            return int(text) if annotation == "int" else float(text)
+        except ValueError:
+            raise ValueError(f"expected {annotation}, got {text!r}") from None
+    element = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", annotation)
+    if element:
+        items = [s for s in text.strip("()[] ").split(",") if s.strip()]
+        return tuple(parse_value(s, element.group(1)) for s in items)
+    return text  # str (and anything unforeseen: the Config's own checks judge it)
+
+
+def parse_overrides(pairs: Sequence[str], config_cls: type) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: typed value}`` by ``config_cls``'s field types.
+
+    Unknown keys are passed through as strings so ``Config.from_dict`` names the closest key.
+    """
+    types = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        if key not in types:
+            out[key] = text
+            continue
+        try:
+            out[key] = parse_value(text, types[key])
+        except ValueError as e:
+            raise ValueError(f"--set {key}: {e}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------- training
+
+
+def train(agent: loop.Agent, keys: jax.Array, chunk: int) -> Metrics:
+    """Run all seeds in chunks of ``chunk`` updates with a progress bar; metrics are
+    ``[seeds, updates]`` numpy arrays."""
+    chunks: list[Metrics] = []
+    postfix: dict[str, str] = {}
+    with tqdm(total=agent.num_updates, unit="update", disable=None, dynamic_ncols=True) as bar:
+        for done, _, metrics in loop.run_chunked(agent, keys, chunk=chunk):
+            chunks.append({k: np.asarray(v) for k, v in jax.device_get(metrics).items()})
+            for name, short in (("eval_return", "eval"), ("episode_return", "episode")):
+                latest = _latest_mean(chunks[-1].get(name))
+                if latest is not None:
+                    postfix[short] = f"{latest:.1f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(done - bar.n)
+    return {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]}
+
+
+def _latest_mean(values: np.ndarray | None) -> float | None:
+    """Mean over seeds of the last update that has a value (None if there is none)."""
+    if values is None:
+        return None
+    for column in values.T[::-1]:
+        if not np.isnan(column).all():
+            return float(np.nanmean(column))
+    return None
+
+
+# -------------------------------------------------------------------------------- outputs
+
+
+def as_lists(a: np.ndarray) -> list:
+    """Nested lists of Python numbers; floats at their shortest round-trip repr, NaN as None."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return a.tolist()
+    flat = [None if np.isnan(v) else float(str(v)) for v in a.ravel()]
+    return np.array(flat, dtype=object).reshape(a.shape).tolist()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def write_csv(path: Path, metrics: Metrics) -> None:
+    """Long format: one row per (seed, update), ``update`` counted from 0; NaN is empty."""
+    names = sorted(k for k in metrics if k != "env_steps")
+    columns = [as_lists(metrics[k]) for k in ("env_steps", *names)]
+    seeds, updates = metrics["env_steps"].shape
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", "update", "env_steps", *names])
+        for s in range(seeds):
+            for u in range(updates):
+                writer.writerow([s, u, *("" if c[s][u] is None else c[s][u] for c in columns)])
+
+
+def plot_learning_curve(path: Path, metrics: Metrics, title: str) -> None:
+    """Mean over seeds with a min-max band of training-episode and eval returns vs env steps
+    (eval points also get min-max whiskers, since a band is invisible with one point)."""
+    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    steps = metrics["env_steps"][0]
+    for name, label in (("episode_return", "training episodes"),
+                        ("eval_return", "deterministic eval")):
+        y = metrics.get(name)
+        cols = None if y is None else ~np.isnan(y).all(axis=0)  # updates with a value
+        if cols is None or not cols.any():
+            continue
+        x, y = steps[cols], y[:, cols]
+        mean, low, high = np.nanmean(y, axis=0), np.nanmin(y, axis=0), np.nanmax(y, axis=0)
+        line, = ax.plot(x, mean, label=label)
+        ax.fill_between(x, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
+        if name == "eval_return":
+            ax.errorbar(x, mean, yerr=(mean - low, high - mean), fmt="o", markersize=3,
+                        capsize=3, color=line.get_color())
+    ax.set(title=title, xlabel="environment steps (per seed)", ylabel="return")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.savefig(path, dpi=120)
+
+
+def _mean(x: np.ndarray) -> str:
+    """NaN-ignoring mean to 4 significant digits; ``n/a`` when there is no value."""
+    x = np.asarray(x, np.float64)
+    return "n/a" if np.isnan(x).all() else f"{np.nanmean(x):.4g}"
+
+
+def summarize(algo: str, config: Any, metrics: Metrics, wall_s: float) -> list[tuple[str, str]]:
+    """The rows of the end-of-run summary table."""
+    seeds, updates = metrics["env_steps"].shape
+    final_eval = metrics["eval_return"][:, -1]  # the last update is always evaluated
+    tail = metrics["episode_return"][:, -max(1, updates // 10):]
+    rows = [
+        ("algorithm", algo),
+        ("environment", config.env),
+        ("seeds", str(seeds)),
+        ("env steps per seed", str(int(metrics["env_steps"][0, -1]))),
+        ("updates", str(updates)),
+        ("wall time (incl. compile)", f"{wall_s:.1f} s"),
+        ("final eval return", f"{_mean(final_eval)} ± {final_eval.std():.4g}"),
+        ("best eval return", _mean(np.nanmax(metrics["eval_return"], axis=1))),
+        ("final episode return (last 10%)", _mean(tail)),
+    ]
+    shown = {"env_steps", "eval_return", "episode_return"}
+    rows += [(f"final {k}", _mean(metrics[k][:, -1])) for k in sorted(set(metrics) - shown)]
+    return rows
+
+
+def format_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
+    """Left-aligned plain-text columns, with a rule under the header if there is one."""
+    table = ([list(header)] if header else []) + [list(r) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path]:
+    """Validate everything before compiling: the config, the agent and the run directory."""
+    module = purerl.get_algorithm(args.algo)
+    overrides = {"env": purerl.ALGORITHMS[args.algo][2],
+                 **parse_overrides(args.set, module.Config)}
+    if args.env is not None:
+        overrides["env"] = args.env
+    if args.total_timesteps is not None:
+        overrides["total_timesteps"] = args.total_timesteps
+    config = module.Config.from_dict(overrides)
+    agent = module.make_agent(config)
+    name = args.name or f"{args.algo}_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.out) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return config, agent, run_dir
+
+
+def _fail(message: str) -> int:
+    print(f"purerl: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        config, agent, run_dir = _setup(args)
+    except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
+        return _fail(str(e))
+    write_json(run_dir / "config.json",
+               {**config.to_dict(), "algo": args.algo, "seeds": args.seeds, "seed": args.seed})
+    chunk = args.chunk or max(1, agent.num_updates // 50)
+    print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
+          f"updates, {chunk} per compiled call -> {run_dir}", file=sys.stderr)
+
+    start = time.perf_counter()
+    metrics = train(agent, jax.random.split(jax.random.key(args.seed), args.seeds), chunk)
+    wall_s = time.perf_counter() - start
+
+    write_json(run_dir / "metrics.json", {k: as_lists(v) for k, v in metrics.items()})
+    write_csv(run_dir / "metrics.csv", metrics)
+    plot_learning_curve(run_dir / "learning_curve.png", metrics,
+                        f"{args.algo} on {config.env}: mean and min-max over {args.seeds} seed(s)")
+    table = format_table(summarize(args.algo, config, metrics, wall_s))
+    (run_dir / "summary.txt").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _env_group(env_id: str) -> str:
+    suffix = env_id.rsplit("-", 1)[-1]
+    return "classic control" if re.fullmatch(r"v\d+", suffix) else suffix
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import gymnax
+
+    algorithms = [(name, spaces, env) for name, (_, spaces, env) in purerl.ALGORITHMS.items()]
+    print(format_table(algorithms, header=("algorithm", "action spaces", "default env")))
+    groups: dict[str, list[str]] = {}
+    for env_id in gymnax.registered_envs:
+        groups.setdefault(_env_group(env_id), []).append(env_id)
+    print("\ngymnax environments (--env):")
+    print(format_table([(f"  {g}", ", ".join(ids)) for g, ids in groups.items()]))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="purerl",
+                     description="Train purerl's JAX RL algorithms on gymnax environments.",
+                     epilog="example: purerl train ppo --env CartPole-v1 --seeds 4")
+    parser.add_argument("--version", action="version", version=f"purerl {purerl.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = commands.add_parser("train", help="train an algorithm on a gymnax environment",
+                            description="Train ALGO on ENV for several vmapped seeds and write "
+                                        "metrics, a learning curve and a summary to OUT/NAME/.")
+    t.add_argument("algo", metavar="ALGO", help=f"one of: {', '.join(purerl.ALGORITHMS)}")
+    t.add_argument("--env", help="gymnax environment id (default: the algorithm's default)")
+    t.add_argument("--seeds", type=_positive_int, default=1, help="seeds trained in parallel")
+    t.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    t.add_argument("--total-timesteps", type=_positive_int, help="env steps per seed")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set lr=3e-4 --set hidden_sizes=64,64")
+    t.add_argument("--out", default="runs", help="output root (default: runs)")
+    t.add_argument("--name", help="run name (default: ALGO_ENV_TIMESTAMP)")
+    t.add_argument("--chunk", type=_positive_int,
+                   help="updates per compiled call (default: num_updates // 50)")
+    t.set_defaults(func=cmd_train)
+
+    ls = commands.add_parser("list", help="list algorithms and environments")
+    ls.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 success, 2 bad input, 130 interrupted). Errors
+    found by argparse itself (bad flags, ``--seeds 0``) raise ``SystemExit(2)`` instead."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("purerl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `purerl list | head`: stop quietly, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,83 @@
+"""Environment construction, truncation-aware stepping and observation normalisation."""
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purerl import envs
+
+# MNISTBandit downloads MNIST on construction; CI has no network.
+OFFLINE_IDS = [e for e in gymnax.registered_envs if e != "MNISTBandit-bsuite"]
+
+
+@pytest.mark.parametrize("name", OFFLINE_IDS)
+def test_make_env_spec_matches_the_environment(name):
+    env, params, spec = envs.make_env(name)
+    obs, _ = env.reset(jax.random.key(0), params)
+    assert spec.obs_shape == obs.shape
+    assert spec.max_episode_steps == params.max_steps_in_episode
+    space = env.action_space(params)
+    if spec.discrete:
+        assert spec.num_actions == space.n and spec.action_shape == ()
+    else:
+        assert spec.action_low.shape == spec.action_shape
+        assert np.all(spec.action_low < spec.action_high)
+
+
+def test_unknown_env_names_the_closest_ids():
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        envs.make_env("CartPol-v1")
+
+
+def test_step_reports_real_next_observation_and_truncation():
+    env, params, spec = envs.make_env("Pendulum-v1")  # never terminates, truncates at 200
+    state = envs.reset(env, params, jax.random.key(0), 3)
+    step = jax.jit(lambda s, k: envs.step(env, params, k, s, jnp.zeros((3, 1))))
+    returns = np.zeros(3)
+    for t in range(spec.max_episode_steps):
+        prev_obs = state.obs
+        state, tr = step(state, jax.random.key(t))
+        returns += np.asarray(tr.reward)
+        if t < spec.max_episode_steps - 1:
+            assert not tr.truncated.any() and not tr.terminated.any()
+            np.testing.assert_allclose(tr.next_obs, state.obs)
+            assert tr.completed_return.sum() == 0
+    assert tr.truncated.all() and not tr.terminated.any()
+    # the final observation continues the old episode; the carried observation is a reset one
+    assert not np.allclose(tr.next_obs, state.obs)
+    assert np.abs(tr.next_obs - prev_obs).max() < 1.0
+    np.testing.assert_allclose(tr.completed_return, returns, rtol=1e-5)
+    assert (np.asarray(state.episode_return) == 0).all()
+
+
+def test_cartpole_termination_is_not_truncation():
+    env, params, _ = envs.make_env("CartPole-v1")
+    state = envs.reset(env, params, jax.random.key(1), 2)
+    step = jax.jit(lambda s, k: envs.step(env, params, k, s, jnp.ones((2,), jnp.int32)))
+    for t in range(100):  # always pushing right topples the pole well before 500 steps
+        state, tr = step(state, jax.random.key(t))
+        if tr.terminated.any():
+            break
+    assert tr.terminated.any() and not tr.truncated.any()
+
+
+def test_running_obs_normalisation_matches_numpy_moments():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(rng.integers(1, 50), 4)) for _ in range(20)]
+    state = envs.obs_norm_init((4,))
+    for b in batches:
+        state = envs.obs_norm_update(state, jnp.asarray(b, jnp.float32))
+    data = np.concatenate(batches)
+    np.testing.assert_allclose(state.mean, data.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(state.var, data.var(0), rtol=1e-3)
+    z = envs.obs_normalize(state, jnp.asarray(data, jnp.float32))
+    np.testing.assert_allclose(np.asarray(z).mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(z).std(0), 1.0, atol=1e-3)
+
+
+def test_scale_action_maps_unit_box_to_bounds():
+    low, high = np.array([-2.0, 0.0]), np.array([2.0, 1.0])
+    a = envs.scale_action(jnp.array([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0]]), low, high)
+    np.testing.assert_allclose(a, [[-2.0, 0.0], [0.0, 0.5], [2.0, 1.0]])
