@@ -23,17 +23,13 @@ Metrics = dict[str, jax.Array]
 def compiler_options() -> dict[str, Any]:
     """XLA options purerl recommends for the default backend.
 
-    On CPU:
-    * LLVM optimisation level 1 instead of the default 2 halves compile time for these
-      small-network programs and does not slow them down (benchmarks/RESULTS.md);
-    * single-threaded Eigen inside each op: XLA's multi-threaded Eigen pool intermittently
-      deadlocks on vmapped training programs (the call never returns, every thread idle), and
-      for matrices this small it gives no speed-up anyway.
-    Other backends get XLA's defaults.
+    On CPU, LLVM optimisation level 1 instead of the default 2 compiles these small-network
+    training programs about 1.5x faster and runs them as fast (benchmarks/RESULTS.md). Other
+    backends get XLA's defaults.
     """
     if jax.default_backend() != "cpu":
         return {}
-    return {"xla_backend_optimization_level": 1, "xla_cpu_multi_thread_eigen": False}
+    return {"xla_backend_optimization_level": 1}
 
 
 def jit(fn: Callable, **kwargs: Any) -> Callable:
@@ -80,11 +76,22 @@ def make_train_fn(agent: Agent) -> Callable[..., tuple[Any, Metrics]]:
     return train
 
 
+def even_chunk(num_updates: int, chunk: int) -> int:
+    """A chunk length near ``chunk`` (between chunk / 2 and chunk) that divides ``num_updates``,
+    so every compiled call has the same length and compiles once; ``chunk`` if there is none."""
+    chunk = max(1, min(chunk, num_updates))
+    for c in range(chunk, max(1, chunk // 2) - 1, -1):
+        if num_updates % c == 0:
+            return c
+    return chunk
+
+
 def run_chunked(agent: Agent, keys: jax.Array, hparams: Mapping[str, Any] | None = None,
                 chunk: int = 10) -> Iterator[tuple[int, Any, Metrics]]:
     """Train ``len(keys)`` seeds (vmapped), yielding ``(updates_done, state, chunk_metrics)``
-    after each compiled call of at most ``chunk`` updates. Concatenating the chunks' metrics
+    after each compiled call of about ``chunk`` updates (see :func:`even_chunk`). Concatenating the chunks' metrics
     along axis 1 gives ``jax.vmap(train)(keys, hparams)``'s metrics."""
+    chunk = even_chunk(agent.num_updates, chunk)
     state = jit(jax.vmap(agent.init, in_axes=(0, None if hparams is None else 0)))(keys, hparams)
     run = jit(jax.vmap(lambda s, start, length: run_updates(agent, s, start, length),
                        in_axes=(0, None, None)), static_argnums=2)

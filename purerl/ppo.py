@@ -31,8 +31,8 @@ from purerl.networks import Actor, ValueCritic
 
 @dataclasses.dataclass(frozen=True)
 class Config(BaseConfig):
-    """PPO hyperparameters. The defaults solve CartPole-v1 (deterministic evaluation 500 on
-    every one of 24 seeds tried) in 150k env steps."""
+    """PPO hyperparameters. The defaults solve CartPole-v1 in 150k env steps (final deterministic
+    evaluation 500 on 23 of 24 seeds tried, 481 on the other)."""
 
     algo = "ppo"
 
