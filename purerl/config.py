@@ -99,15 +99,13 @@ class BaseConfig:
             if isinstance(value, list):  # lists from JSON / CLI become tuples so configs hash
                 value = tuple(value)
                 object.__setattr__(self, f.name, value)
-            expected = f.type if isinstance(f.type, type) else None
             if f.metadata.get(_HPARAM):
-                if isinstance(value, bool) or (
-                        isinstance(value, (str, tuple)) or value is None):
+                if isinstance(value, (bool, str, tuple)) or value is None:
                     raise ValueError(f"{self.algo} config field {f.name!r}: expected a number, "
                                      f"got {value!r}")
                 if not _is_concrete_number(value):
                     continue  # a tracer or array: checked by the user's sweep, not here
-            self._check_type(f, value, expected)
+            self._check_type(f, value)
             check = f.metadata.get("check")
             if check is not None and not check(value):
                 why = f.metadata.get("why") or "is out of range"
@@ -119,7 +117,7 @@ class BaseConfig:
                              "must be a non-empty tuple of positive ints, e.g. (64, 64)")
         self.validate()
 
-    def _check_type(self, f: dataclasses.Field, value: Any, expected: type | None) -> None:
+    def _check_type(self, f: dataclasses.Field, value: Any) -> None:
         annotation = str(f.type)
         bad = False
         if annotation == "int":

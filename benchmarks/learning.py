@@ -1,0 +1,58 @@
+"""Final deterministic evaluation returns of the CI learning checks, at their budgets.
+
+    python benchmarks/learning.py [--seeds 4] [--record]
+
+Prints one line per check (mean ± std over seeds, and the per-seed returns) and, with
+``--record``, appends them to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import time
+
+import jax
+import numpy as np
+
+import purerl
+from purerl import ppo
+
+PENDULUM = dict(env="Pendulum-v1", total_timesteps=150_000, num_envs=8, num_steps=256,
+                update_epochs=10, num_minibatches=32, gamma=0.9, lr=1e-3, ent_coef=0.0,
+                normalize_obs=True, eval_every=5)
+
+CHECKS = {
+    "ppo clip CartPole-v1 150k (defaults)": (ppo, dict(total_timesteps=150_000), 475),
+    "ppo kl_penalty CartPole-v1 250k": (ppo, dict(variant="kl_penalty", total_timesteps=250_000), 450),
+    "ppo clip Pendulum-v1 150k": (ppo, PENDULUM, -300),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--key", type=int, default=0)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    for name, (module, config, threshold) in CHECKS.items():
+        keys = jax.random.split(jax.random.key(args.key), args.seeds)
+        t0 = time.perf_counter()
+        _, m = purerl.jit(jax.vmap(module.make_train(config)))(keys)
+        final = np.asarray(m["eval_return"][:, -1])
+        wall = time.perf_counter() - t0
+        row = (f"| {datetime.date.today()} | {name} | {args.seeds} | {args.key} | "
+               f"{final.mean():.1f} ± {final.std():.1f} | {threshold} | "
+               f"{' '.join(f'{x:.0f}' for x in final)} | {wall:.1f} |")
+        print(row)
+        rows.append(row)
+    if args.record:
+        with open(__file__.replace("learning.py", "RESULTS.md"), "a") as f:
+            f.write("\n## Learning checks (benchmarks/learning.py; wall time includes compile)\n\n"
+                    "| date | check | seeds | key | final eval | CI threshold | per seed | wall s |\n"
+                    "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
