@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from purerl.loop import compiler_options, jit
+
+__all__ = ["ALGORITHMS", "compiler_options", "get_algorithm", "jit"]
+
 __version__ = "0.1.0"
 
 # name -> (module, action spaces, default environment)
@@ -22,5 +26,3 @@ def get_algorithm(name: str) -> ModuleType:
                          f"available: {', '.join(ALGORITHMS)}")
     return importlib.import_module(ALGORITHMS[name][0])
 
-
-from purerl.loop import compiler_options, jit  # noqa: E402  (re-exported for users)
