@@ -20,8 +20,14 @@ def clipped_surrogate_loss(log_prob: jax.Array, old_log_prob: jax.Array, advanta
     ratio = jnp.exp(log_prob - old_log_prob)
     unclipped = ratio * advantages
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    clip_fraction = jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
-    return -jnp.mean(jnp.minimum(unclipped, clipped)), clip_fraction
+    return (-jnp.mean(jnp.minimum(unclipped, clipped)),
+            clip_fraction(log_prob, old_log_prob, clip_eps))
+
+
+def clip_fraction(log_prob: jax.Array, old_log_prob: jax.Array, clip_eps: float) -> jax.Array:
+    """Fraction of samples whose ratio r_t = pi / pi_old lies outside [1 - eps, 1 + eps]."""
+    ratio = jnp.exp(log_prob - old_log_prob)
+    return jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
 
 
 def kl_penalty_loss(log_prob: jax.Array, old_log_prob: jax.Array, advantages: jax.Array,

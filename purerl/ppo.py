@@ -144,9 +144,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         else:
             pg_loss = losses.kl_penalty_loss(log_prob, mb.old_log_prob, adv,
                                              mb.old_dist.kl(dist), kl_beta)
-            clip_fraction = jnp.mean(
-                (jnp.abs(jnp.exp(log_prob - mb.old_log_prob) - 1.0) > c.clip_eps).astype(
-                    jnp.float32))
+            clip_fraction = losses.clip_fraction(log_prob, mb.old_log_prob, c.clip_eps)
         value = critic.apply(params.critic, mb.obs)
         v_loss = losses.value_loss(value, mb.target, mb.old_value,
                                    c.clip_eps if cfg.clip_value else None)

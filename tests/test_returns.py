@@ -73,3 +73,23 @@ def test_lambda_one_targets_are_discounted_returns_to_the_episode_end():
         if end != 10:
             ret += gamma ** (end - t) * nv[end - 1, 0]
         assert tgt[t, 0] == pytest.approx(ret, rel=1e-4, abs=1e-4)
+
+
+def test_clipped_surrogate_and_value_losses_match_numpy():
+    from purerl import losses
+
+    rng = np.random.default_rng(0)
+    lp, old, adv = rng.normal(size=64) * 0.3, rng.normal(size=64) * 0.3, rng.normal(size=64)
+    ratio = np.exp(lp - old)
+    ref = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv))
+    loss, frac = losses.clipped_surrogate_loss(jnp.asarray(lp), jnp.asarray(old),
+                                               jnp.asarray(adv), 0.2)
+    assert float(loss) == pytest.approx(ref, rel=1e-5)
+    assert float(frac) == pytest.approx(np.mean(np.abs(ratio - 1) > 0.2))
+    v, v_old, g = rng.normal(size=64), rng.normal(size=64), rng.normal(size=64)
+    clipped = v_old + np.clip(v - v_old, -0.2, 0.2)
+    ref_v = 0.5 * np.mean(np.maximum((v - g) ** 2, (clipped - g) ** 2))
+    got = losses.value_loss(jnp.asarray(v), jnp.asarray(g), jnp.asarray(v_old), 0.2)
+    assert float(got) == pytest.approx(ref_v, rel=1e-5)
+    assert float(losses.value_loss(jnp.asarray(v), jnp.asarray(g))) == pytest.approx(
+        0.5 * np.mean((v - g) ** 2), rel=1e-5)
