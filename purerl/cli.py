@@ -237,7 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(str(e))
     write_json(run_dir / "config.json",
                {**config.to_dict(), "algo": args.algo, "seeds": args.seeds, "seed": args.seed})
-    chunk = args.chunk or max(1, agent.num_updates // 50)
+    # the length run_chunked will actually use, so the message below is true
+    chunk = loop.even_chunk(agent.num_updates, args.chunk or max(1, agent.num_updates // 50))
     print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
           f"updates, {chunk} per compiled call -> {run_dir}", file=sys.stderr)
 

@@ -189,8 +189,10 @@ class BaseConfig:
         for key in hparams:
             if key not in valid:
                 hint = suggest(key, valid)
-                static_note = (" is a static field (it fixes shapes or control flow); build a "
-                               "separate trainer for each value" if key in self.field_names() else "")
+                static_note = ""
+                if key in self.field_names():
+                    static_note = (" is a static field (it fixes shapes or control flow); build a "
+                                   "separate trainer for each value")
                 raise ValueError(f"{key!r} cannot be swept as a traced hyperparameter of "
                                  f"{self.algo}{static_note}{hint}; traceable: {', '.join(valid)}")
         return hparams

@@ -89,8 +89,9 @@ def even_chunk(num_updates: int, chunk: int) -> int:
 def run_chunked(agent: Agent, keys: jax.Array, hparams: Mapping[str, Any] | None = None,
                 chunk: int = 10) -> Iterator[tuple[int, Any, Metrics]]:
     """Train ``len(keys)`` seeds (vmapped), yielding ``(updates_done, state, chunk_metrics)``
-    after each compiled call of about ``chunk`` updates (see :func:`even_chunk`). Concatenating the chunks' metrics
-    along axis 1 gives ``jax.vmap(train)(keys, hparams)``'s metrics."""
+    after each compiled call of about ``chunk`` updates (see :func:`even_chunk`).
+    Concatenating the chunks' metrics along axis 1 gives ``jax.vmap(train)(keys, hparams)``'s
+    metrics."""
     chunk = even_chunk(agent.num_updates, chunk)
     state = jit(jax.vmap(agent.init, in_axes=(0, None if hparams is None else 0)))(keys, hparams)
     run = jit(jax.vmap(lambda s, start, length: run_updates(agent, s, start, length),

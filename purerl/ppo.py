@@ -180,7 +180,9 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
 
         # --- learn: epochs of shuffled minibatches
-        lr = optim.linear_anneal(c.lr, state.update_step, cfg.num_updates) if cfg.anneal_lr else c.lr
+        lr = c.lr
+        if cfg.anneal_lr:
+            lr = optim.linear_anneal(c.lr, state.update_step, cfg.num_updates)
         tx = optim.adam(lr, c.max_grad_norm)
         grad_fn = jax.grad(loss_fn, has_aux=True)
 
