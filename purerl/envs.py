@@ -10,7 +10,7 @@ from V(s') on truncation and from zero on termination, so every transition keeps
 from __future__ import annotations
 
 import difflib
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import gymnax
@@ -142,16 +142,24 @@ def obs_norm_init(obs_shape: tuple[int, ...]) -> ObsNormState:
                         jnp.asarray(1e-4, jnp.float32))
 
 
-def obs_norm_update(state: ObsNormState, batch: jax.Array) -> ObsNormState:
-    """Merge a batch ``[..., *obs_shape]`` into the running moments.
+def obs_norm_update(state: ObsNormState, batch: jax.Array, mask: jax.Array | None = None
+                    ) -> ObsNormState:
+    """Merge a batch ``[..., *obs_shape]`` (only the observations where ``mask[...]`` is true, if
+    given) into the running moments.
 
     mean' = mean + delta n_b / n, M2' = var n_a + var_b n_b + delta^2 n_a n_b / n.
     """
     obs_ndim = state.mean.ndim
     flat = batch.reshape((-1,) + batch.shape[batch.ndim - obs_ndim:])
-    n_b = flat.shape[0]
-    b_mean = flat.mean(0)
-    b_var = flat.var(0)
+    if mask is None:
+        n_b = flat.shape[0]
+        b_mean = flat.mean(0)
+        b_var = flat.var(0)
+    else:
+        w = mask.reshape((-1,) + (1,) * obs_ndim).astype(flat.dtype)
+        n_b = w.sum()
+        b_mean = (w * flat).sum(0) / jnp.maximum(n_b, 1.0)
+        b_var = (w * jnp.square(flat - b_mean)).sum(0) / jnp.maximum(n_b, 1.0)
     n = state.count + n_b
     delta = b_mean - state.mean
     mean = state.mean + delta * n_b / n
@@ -162,6 +170,13 @@ def obs_norm_update(state: ObsNormState, batch: jax.Array) -> ObsNormState:
 def obs_normalize(state: ObsNormState, obs: jax.Array, clip: float = 10.0) -> jax.Array:
     """(obs - mean) / sqrt(var + 1e-8), clipped to [-clip, clip]."""
     return jnp.clip((obs - state.mean) / jnp.sqrt(state.var + 1e-8), -clip, clip)
+
+
+def normalizer(state: ObsNormState | None) -> Callable[[jax.Array], jax.Array]:
+    """``obs -> obs_normalize(state, obs)``, or the identity when ``state`` is None."""
+    if state is None:
+        return lambda obs: obs
+    return lambda obs: obs_normalize(state, obs)
 
 
 # ---------------------------------------------------------------------------- actions

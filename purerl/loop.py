@@ -49,6 +49,35 @@ class Agent(NamedTuple):
     eval_every: int  # 0: evaluate only after the last update
 
 
+def policy_act_and_evaluate(policy: Callable[[Any, jax.Array], Any], env, env_params, spec,
+                            cfg) -> tuple[Callable[..., jax.Array], Callable[[Any], jax.Array]]:
+    """``(act, evaluate)`` for a trainer with a stochastic policy ``policy(params, obs) -> dist``
+    (a :mod:`purerl.distributions` pytree) and a train state with ``params``, ``obs_norm`` and
+    ``key`` fields.
+
+    ``act(params, obs, key=None, deterministic=True, obs_norm=None)`` returns environment
+    actions (the distribution's mode, or a sample); ``evaluate(state)`` is the mean return of
+    ``cfg.eval_episodes`` deterministic episodes, with a key derived from (but not advancing)
+    the state's key.
+    """
+    from purerl import envs, rollout  # loop is imported by the package root; keep it light
+
+    def act(params, obs: jax.Array, key: jax.Array | None = None, deterministic: bool = True,
+            obs_norm: Any = None) -> jax.Array:
+        if obs_norm is not None:
+            obs = envs.obs_normalize(obs_norm, obs)
+        dist = policy(params, obs)
+        return dist.env_action(dist.mode() if deterministic else dist.sample(key))
+
+    def evaluate(state) -> jax.Array:
+        obs_norm = state.obs_norm if cfg.normalize_obs else None
+        return rollout.evaluate(
+            env, env_params, lambda obs: act(state.params, obs, obs_norm=obs_norm),
+            jax.random.fold_in(state.key, 0xE7A1), cfg.eval_episodes, spec.max_episode_steps)
+
+    return act, evaluate
+
+
 def run_updates(agent: Agent, state: Any, start: jax.Array | int, length: int
                 ) -> tuple[Any, Metrics]:
     """Updates ``start .. start + length - 1`` in a scan. ``eval_return`` is NaN on updates that

@@ -47,19 +47,62 @@ def adapt_kl_beta(beta: jax.Array, kl: jax.Array, kl_target: float) -> jax.Array
                      jnp.where(kl > kl_target * 1.5, beta * 2.0, beta))
 
 
+def policy_gradient_loss(log_prob: jax.Array, weights: jax.Array, mask: jax.Array | None = None,
+                         normalizer: jax.Array | float | None = None) -> jax.Array:
+    """The score-function (REINFORCE) surrogate, negated, whose gradient is the policy gradient:
+
+        L = -(1 / Z) sum_t mask_t log pi(a_t|s_t) Phi_t,   grad L = -(1/Z) sum_t grad log pi Phi_t,
+
+    with the weights Phi_t (returns, reward-to-go, advantages) held constant. Z defaults to the
+    number of unmasked samples (a per-sample mean); REINFORCE passes the number of episodes N
+    for seed 000's (1/N) sum_i sum_t.
+    """
+    chex.assert_equal_shape([log_prob, weights])
+    return -masked_sum(log_prob * jax.lax.stop_gradient(weights), mask, normalizer)
+
+
+def masked_sum(x: jax.Array, mask: jax.Array | None = None,
+               normalizer: jax.Array | float | None = None) -> jax.Array:
+    """sum(mask * x) / Z with Z = ``normalizer`` or the number of unmasked entries (a mean)."""
+    if mask is None:
+        return jnp.sum(x) / (x.size if normalizer is None else normalizer)
+    chex.assert_equal_shape([x, mask])
+    mask = mask.astype(x.dtype)
+    z = jnp.maximum(mask.sum(), 1.0) if normalizer is None else normalizer
+    return jnp.sum(jnp.where(mask > 0, x, 0.0)) / z
+
+
 def value_loss(values: jax.Array, targets: jax.Array, old_values: jax.Array | None = None,
-               clip_eps: float | None = None) -> jax.Array:
-    """0.5 E[(V(s) - G)^2]; with ``clip_eps``, PPO's pessimistic clipped form
+               clip_eps: float | None = None, mask: jax.Array | None = None) -> jax.Array:
+    """0.5 E[(V(s) - G)^2] (over unmasked samples); with ``clip_eps``, PPO's pessimistic
+    clipped form
 
         0.5 E[max((V - G)^2, (V_old + clip(V - V_old, -eps, eps) - G)^2)].
     """
     chex.assert_equal_shape([values, targets])
+    targets = jax.lax.stop_gradient(targets)
     err = jnp.square(values - targets)
     if clip_eps is not None:
         chex.assert_equal_shape([values, old_values])
         clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
         err = jnp.maximum(err, jnp.square(clipped - targets))
-    return 0.5 * jnp.mean(err)
+    return 0.5 * masked_sum(err, mask)
+
+
+def actor_critic_loss(log_prob: jax.Array, entropy: jax.Array, values: jax.Array,
+                      returns: jax.Array, advantages: jax.Array, vf_coef: float,
+                      ent_coef: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The advantage actor-critic objective of A2C / A3C (seed 001), as a per-sample mean:
+
+        L = -E[log pi(a_t|s_t) A_t] + c_v 0.5 E[(G_t - V(s_t))^2] - c_H E[H[pi(.|s_t)]],
+
+    with A_t and G_t constant. Returns ``(L, {policy_loss, value_loss, entropy})``.
+    """
+    pg = policy_gradient_loss(log_prob, advantages)
+    v = value_loss(values, returns)
+    ent = jnp.mean(entropy)
+    return pg + vf_coef * v - ent_coef * ent, {"policy_loss": pg, "value_loss": v,
+                                                "entropy": ent}
 
 
 def approx_kl(log_prob: jax.Array, old_log_prob: jax.Array) -> jax.Array:
@@ -68,12 +111,21 @@ def approx_kl(log_prob: jax.Array, old_log_prob: jax.Array) -> jax.Array:
     return jnp.mean(jnp.expm1(log_ratio) - log_ratio)
 
 
-def normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """(x - mean) / (std + eps), over all elements."""
-    return (x - x.mean()) / (x.std() + eps)
+def normalize(x: jax.Array, eps: float = 1e-8, mask: jax.Array | None = None) -> jax.Array:
+    """(x - mean) / (std + eps), over all elements (the unmasked ones if ``mask`` is given)."""
+    if mask is None:
+        return (x - x.mean()) / (x.std() + eps)
+    mean = masked_sum(x, mask)
+    std = jnp.sqrt(masked_sum(jnp.square(x - mean), mask))
+    return (x - mean) / (std + eps)
 
 
-def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """1 - Var[G - V] / Var[G]: 1 is a perfect value function, 0 predicts the mean."""
-    var_t = jnp.var(targets)
-    return jnp.where(var_t > 0, 1.0 - jnp.var(targets - predictions) / var_t, jnp.nan)
+def explained_variance(predictions: jax.Array, targets: jax.Array,
+                       mask: jax.Array | None = None) -> jax.Array:
+    """1 - Var[G - V] / Var[G] (over unmasked samples): 1 is a perfect value function, 0
+    predicts the mean."""
+    def var(x):
+        return masked_sum(jnp.square(x - masked_sum(x, mask)), mask)
+
+    var_t = var(targets)
+    return jnp.where(var_t > 0, 1.0 - var(targets - predictions) / var_t, jnp.nan)

@@ -89,14 +89,7 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array):
         x = MLP(self.hidden_sizes, self.activation, len(self.spec.obs_shape))(obs)
-        if self.spec.discrete:
-            return Categorical(dense(self.spec.num_actions, 0.01)(x))
-        d = self.spec.action_dim
-        mean = dense(d, 0.01)(x)
-        log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (d,))
-        return TanhGaussian(mean, jnp.broadcast_to(log_std, mean.shape),
-                            tuple(float(v) for v in self.spec.action_low),
-                            tuple(float(v) for v in self.spec.action_high))
+        return _policy_head(self, x)
 
 
 class ValueCritic(nn.Module):
@@ -110,3 +103,38 @@ class ValueCritic(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = MLP(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
         return dense(1, 1.0)(x)[..., 0]
+
+
+class ActorCritic(nn.Module):
+    """(pi(.|s), V(s)) from one module: a shared torso with a policy head and a value head when
+    ``shared_torso``, else two separate MLPs (the same parameters as :class:`Actor` plus
+    :class:`ValueCritic`)."""
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+    shared_torso: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array):
+        obs_ndim = len(self.spec.obs_shape)
+        if not self.shared_torso:
+            return (Actor(self.spec, self.hidden_sizes, self.activation, self.log_std_init)(obs),
+                    ValueCritic(self.hidden_sizes, self.activation, obs_ndim)(obs))
+        x = MLP(self.hidden_sizes, self.activation, obs_ndim)(obs)
+        value = dense(1, 1.0)(x)[..., 0]
+        return _policy_head(self, x), value
+
+
+def _policy_head(module: nn.Module, x: jax.Array):
+    """The distribution head on features ``x``, created inside ``module``'s compact scope."""
+    spec = module.spec
+    if spec.discrete:
+        return Categorical(dense(spec.num_actions, 0.01)(x))
+    d = spec.action_dim
+    mean = dense(d, 0.01)(x)
+    log_std = module.param("log_std", nn.initializers.constant(module.log_std_init), (d,))
+    return TanhGaussian(mean, jnp.broadcast_to(log_std, mean.shape),
+                        tuple(float(v) for v in spec.action_low),
+                        tuple(float(v) for v in spec.action_high))

@@ -112,11 +112,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     critic = ValueCritic(cfg.hidden_sizes, cfg.activation, len(spec.obs_shape))
     minibatch_size = cfg.num_envs * cfg.num_steps // cfg.num_minibatches
 
-    def normalizer(state: TrainState):
-        if cfg.normalize_obs:
-            return lambda obs: envs.obs_normalize(state.obs_norm, obs)
-        return lambda obs: obs
-
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
         hp = {k: jnp.asarray(v, jnp.float32)
               for k, v in {**cfg.hparams(), **cfg.check_hparams(hparams)}.items()}
@@ -157,7 +152,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
         c = cfg.with_hparams(state.hparams)
         key, rollout_key, shuffle_key = jax.random.split(state.key, 3)
-        norm = normalizer(state)
+        norm = envs.normalizer(state.obs_norm if cfg.normalize_obs else None)
 
         # --- collect
         def policy(obs, k):
@@ -225,18 +220,8 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
                                   kl_beta=kl_beta)
         return new_state, metrics
 
-    def act(params: Params, obs: jax.Array, key: jax.Array | None = None,
-            deterministic: bool = True, obs_norm: envs.ObsNormState | None = None) -> jax.Array:
-        if obs_norm is not None:
-            obs = envs.obs_normalize(obs_norm, obs)
-        dist = actor.apply(params.actor, obs)
-        return dist.env_action(dist.mode() if deterministic else dist.sample(key))
-
-    def evaluate(state: TrainState) -> jax.Array:
-        norm_state = state.obs_norm if cfg.normalize_obs else None
-        return rollout.evaluate(
-            env, env_params, lambda obs: act(state.params, obs, obs_norm=norm_state),
-            jax.random.fold_in(state.key, 0xE7A1), cfg.eval_episodes, spec.max_episode_steps)
+    act, evaluate = loop.policy_act_and_evaluate(lambda p, obs: actor.apply(p.actor, obs),
+                                                 env, env_params, spec, cfg)
 
     return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)
 

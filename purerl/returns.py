@@ -49,3 +49,72 @@ def gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, terminate
     _, advantages = jax.lax.scan(backward, jnp.zeros_like(rewards[0]), (deltas, continues),
                                  reverse=True, unroll=16)
     return advantages, advantages + values
+
+
+def reward_to_go(rewards: jax.Array, done: jax.Array, gamma: float) -> jax.Array:
+    """Monte-Carlo reward-to-go, never bootstrapped (seed 000):
+
+        Q_t = sum_{t' >= t in t's episode} gamma^(t' - t) r_t' ,
+        i.e.  Q_t = r_t + gamma (1 - done_t) Q_{t+1},   Q_T = 0.
+
+    ``done_t`` (terminated or truncated) ends an episode; a segment's last step is treated as
+    the end of its episode, so pass whole episodes.
+    """
+    chex.assert_equal_shape([rewards, done])
+    continues = 1.0 - done.astype(rewards.dtype)
+
+    def backward(next_q, x):
+        r, cont = x
+        q = r + gamma * cont * next_q
+        return q, q
+
+    _, q = jax.lax.scan(backward, jnp.zeros_like(rewards[0]), (rewards, continues),
+                        reverse=True, unroll=16)
+    return q
+
+
+def episode_returns(rewards: jax.Array, done: jax.Array, gamma: float) -> jax.Array:
+    """The discounted return R(tau) = sum_t gamma^t r_t of the episode each step belongs to,
+    counted from that episode's first step in the batch, on every one of its steps (the weight
+    of seed 000's first REINFORCE estimator; gamma = 1 gives its undiscounted sum).
+    """
+    chex.assert_equal_shape([rewards, done])
+    q = reward_to_go(rewards, done, gamma)
+    starts = jnp.concatenate([jnp.ones_like(done[:1]), done[:-1]], axis=0)
+
+    def forward(current, x):
+        q_t, start = x
+        current = jnp.where(start, q_t, current)
+        return current, current
+
+    _, total = jax.lax.scan(forward, q[0], (q, starts))
+    return total
+
+
+def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.Array,
+                   truncated: jax.Array, gamma: float) -> jax.Array:
+    """A3C's n-step returns G_t^(n) over a ``t_max``-step segment (seed 001), accumulated
+    backwards exactly as in the worker's loop ``R <- r_i + gamma R``:
+
+        R = 0                 after a terminal step (terminated_i),
+        R = V(s'_i)           after a truncated step or the segment's last step (bootstrap
+                              from the value of the real next observation),
+        R = G_{i+1}           otherwise,
+        G_i = r_i + gamma R.
+
+    So the first step of a segment gets a t_max-step return and the last a one-step return.
+    Args: ``[T, ...]`` arrays of equal shape; ``next_values[t] = V(s'_t)``.
+    """
+    chex.assert_equal_shape([rewards, next_values, terminated, truncated])
+    terminated = jnp.asarray(terminated, bool)
+    cut = jnp.asarray(truncated, bool).at[-1].set(True)  # bootstrap where the segment/episode is cut
+
+    def backward(next_g, x):
+        r, v_next, term, cut_t = x
+        r_acc = jnp.where(term, 0.0, jnp.where(cut_t, v_next, next_g))
+        g = r + gamma * r_acc
+        return g, g
+
+    _, g = jax.lax.scan(backward, jnp.zeros_like(rewards[0]),
+                        (rewards, next_values, terminated, cut), reverse=True, unroll=16)
+    return g

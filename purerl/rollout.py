@@ -1,5 +1,5 @@
 """Experience collection inside the compiled program: fixed-length on-policy rollouts (a scan over
-time) and deterministic evaluation episodes."""
+time), whole-episode rollouts, and deterministic evaluation episodes."""
 
 from __future__ import annotations
 
@@ -48,14 +48,73 @@ def collect(env, env_params, policy: Policy, key: jax.Array, env_state: envs.Env
     return jax.lax.scan(one_step, env_state, jax.random.split(key, num_steps))
 
 
+def collect_episodes(env, env_params, policy: Policy, key: jax.Array, num_episodes: int,
+                     max_steps: int) -> tuple[Trajectory, jax.Array]:
+    """One whole episode in each of ``num_episodes`` freshly reset environments.
+
+    Returns a ``[max_steps, num_episodes]`` trajectory and a boolean ``mask`` that is true on
+    the steps of each environment's first episode; steps after it ended (the environment
+    auto-resets) are padding to be masked out. ``max_steps`` should be the environment's time
+    limit so that every episode ends (by termination or truncation) inside the buffer.
+
+    A ``lax.while_loop`` stops as soon as every episode has ended, so short early episodes cost
+    few steps; step t's randomness is ``fold_in(key, t)``, so the result does not depend on how
+    many steps the loop ran past an episode's end (e.g. under ``vmap``).
+    """
+    reset_key, key = jax.random.split(key)
+    state = envs.reset(env, env_params, reset_key, num_episodes)
+    example = jax.eval_shape(policy, state.obs, key)[0]
+
+    def buffer(shape, dtype):
+        return jnp.zeros((max_steps,) + tuple(shape), dtype)
+
+    n = (num_episodes,)
+    init_traj = Trajectory(
+        obs=buffer(state.obs.shape, state.obs.dtype),
+        action=buffer(example.shape, example.dtype),
+        reward=buffer(n, jnp.float32),
+        terminated=buffer(n, bool),
+        truncated=buffer(n, bool),
+        next_obs=buffer(state.obs.shape, state.obs.dtype),
+        completed_return=buffer(n, jnp.float32),
+    )
+
+    class Carry(NamedTuple):
+        state: Any
+        traj: Trajectory
+        mask: jax.Array
+        active: jax.Array
+        t: jax.Array
+
+    def cond(c: Carry):
+        return jnp.logical_and(c.t < max_steps, jnp.any(c.active))
+
+    def body(c: Carry):
+        act_key, env_key = jax.random.split(jax.random.fold_in(key, c.t))
+        stored, env_action = policy(c.state.obs, act_key)
+        state, tr = envs.step(env, env_params, env_key, c.state, env_action)
+        row = Trajectory(c.state.obs, stored, tr.reward, tr.terminated, tr.truncated,
+                         tr.next_obs, tr.completed_return)
+        traj = jax.tree.map(lambda buf, x: buf.at[c.t].set(x), c.traj, row)
+        mask = c.mask.at[c.t].set(c.active)
+        active = c.active & ~(tr.terminated | tr.truncated)
+        return Carry(state, traj, mask, active, c.t + 1)
+
+    init = Carry(state, init_traj, jnp.zeros((max_steps,) + n, bool), jnp.ones(n, bool),
+                 jnp.asarray(0))
+    out = jax.lax.while_loop(cond, body, init)
+    return out.traj, out.mask
+
+
 class EpisodeStats(NamedTuple):
     mean_return: jax.Array  # NaN when no episode ended
     count: jax.Array
 
 
-def episode_stats(traj: Trajectory) -> EpisodeStats:
-    """Mean return of the episodes that ended in ``traj`` and how many there were."""
-    done = traj.done
+def episode_stats(traj: Trajectory, mask: jax.Array | None = None) -> EpisodeStats:
+    """Mean return of the episodes that ended in ``traj`` (on unmasked steps) and how many there
+    were."""
+    done = traj.done if mask is None else traj.done & mask
     count = done.sum()
     total = jnp.sum(jnp.where(done, traj.completed_return, 0.0))
     return EpisodeStats(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan), count)

@@ -77,6 +77,18 @@ def test_running_obs_normalisation_matches_numpy_moments():
     np.testing.assert_allclose(np.asarray(z).std(0), 1.0, atol=1e-3)
 
 
+def test_masked_obs_normalisation_uses_only_unmasked_rows():
+    rng = np.random.default_rng(1)
+    batches = [rng.normal(-1.0, 3.0, size=(rng.integers(2, 40), 3)) for _ in range(10)]
+    masks = [rng.random(len(b)) < 0.5 for b in batches]
+    state = envs.obs_norm_init((3,))
+    for b, m in zip(batches, masks):
+        state = envs.obs_norm_update(state, jnp.asarray(b, jnp.float32), jnp.asarray(m))
+    data = np.concatenate([b[m] for b, m in zip(batches, masks)])
+    np.testing.assert_allclose(state.mean, data.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(state.var, data.var(0), rtol=1e-3)
+
+
 def test_scale_action_maps_unit_box_to_bounds():
     low, high = np.array([-2.0, 0.0]), np.array([2.0, 1.0])
     a = envs.scale_action(jnp.array([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0]]), low, high)

@@ -1,10 +1,10 @@
-"""returns.gae against a plain NumPy loop and against closed-form Monte-Carlo returns."""
+"""returns.* against plain NumPy loops and closed forms; losses against NumPy."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerl import returns
+from purerl import losses, returns
 
 
 def gae_reference(r, v, nv, term, trunc, gamma, lam):
@@ -76,7 +76,7 @@ def test_lambda_one_targets_are_discounted_returns_to_the_episode_end():
 
 
 def test_clipped_surrogate_and_value_losses_match_numpy():
-    from purerl import losses
+
 
     rng = np.random.default_rng(0)
     lp, old, adv = rng.normal(size=64) * 0.3, rng.normal(size=64) * 0.3, rng.normal(size=64)
@@ -93,3 +93,103 @@ def test_clipped_surrogate_and_value_losses_match_numpy():
     assert float(got) == pytest.approx(ref_v, rel=1e-5)
     assert float(losses.value_loss(jnp.asarray(v), jnp.asarray(g))) == pytest.approx(
         0.5 * np.mean((v - g) ** 2), rel=1e-5)
+
+
+def random_batch(seed):
+    rng = np.random.default_rng(seed)
+    T, N = rng.integers(1, 40), rng.integers(1, 6)
+    r, nv = rng.normal(size=(T, N)), rng.normal(size=(T, N))
+    term = rng.random((T, N)) < 0.1
+    trunc = (rng.random((T, N)) < 0.1) & ~term
+    return r, nv, term, trunc, rng.uniform(0.8, 1.0)
+
+
+def reward_to_go_reference(r, done, gamma):
+    """Q_t = sum over the rest of t's episode of gamma^(t'-t) r_t', by explicit sums."""
+    T, N = r.shape
+    q = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            total, k = 0.0, t
+            while k < T:
+                total += gamma ** (k - t) * r[k, n]
+                if done[k, n]:
+                    break
+                k += 1
+            q[t, n] = total
+    return q
+
+
+def episode_returns_reference(r, done, gamma):
+    T, N = r.shape
+    out = np.zeros((T, N))
+    for n in range(N):
+        start = 0
+        for t in range(T):
+            if done[t, n] or t == T - 1:
+                total = sum(gamma ** (k - start) * r[k, n] for k in range(start, t + 1))
+                out[start:t + 1, n] = total
+                start = t + 1
+    return out
+
+
+def n_step_reference(r, nv, term, trunc, gamma):
+    """Seed 001's A3C worker loop for one segment per environment: R = 0 for a terminal state,
+    else V(s') of the bootstrap state; for i = t-1 .. t_start: R <- r_i + gamma R."""
+    T, N = r.shape
+    g = np.zeros((T, N))
+    for n in range(N):
+        R = None
+        for i in reversed(range(T)):
+            if term[i, n]:
+                R = 0.0
+            elif trunc[i, n] or i == T - 1:
+                R = nv[i, n]
+            R = r[i, n] + gamma * R
+            g[i, n] = R
+    return g
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_reward_to_go_and_episode_returns_match_numpy(seed):
+    r, _, term, trunc, gamma = random_batch(seed)
+    done = term | trunc
+    q = returns.reward_to_go(jnp.asarray(r, jnp.float32), jnp.asarray(done), gamma)
+    np.testing.assert_allclose(q, reward_to_go_reference(r, done, gamma), rtol=1e-4, atol=1e-4)
+    total = returns.episode_returns(jnp.asarray(r, jnp.float32), jnp.asarray(done), gamma)
+    np.testing.assert_allclose(total, episode_returns_reference(r, done, gamma),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_n_step_returns_match_a3c_accumulation_loop(seed):
+    r, nv, term, trunc, gamma = random_batch(seed)
+    g = returns.n_step_returns(jnp.asarray(r, jnp.float32), jnp.asarray(nv, jnp.float32),
+                               jnp.asarray(term), jnp.asarray(trunc), gamma)
+    np.testing.assert_allclose(g, n_step_reference(r, nv, term, trunc, gamma),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_n_step_return_closed_form_without_episode_ends():
+    """G_t = sum_{k<T-t} gamma^k r_{t+k} + gamma^(T-t) V(s_T) inside one episode."""
+    T, gamma = 7, 0.9
+    r = np.arange(1.0, T + 1.0)[:, None]
+    nv = np.full((T, 1), 5.0)
+    g = returns.n_step_returns(jnp.asarray(r), jnp.asarray(nv), jnp.zeros((T, 1), bool),
+                               jnp.zeros((T, 1), bool), gamma)
+    ref = [sum(gamma ** k * r[t + k, 0] for k in range(T - t)) + gamma ** (T - t) * 5.0
+           for t in range(T)]
+    np.testing.assert_allclose(np.asarray(g)[:, 0], ref, rtol=1e-5)
+
+
+def test_masked_losses_ignore_padding():
+    rng = np.random.default_rng(0)
+    lp, w = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    mask = rng.random((6, 3)) < 0.6
+    got = losses.policy_gradient_loss(jnp.asarray(lp), jnp.asarray(w), jnp.asarray(mask), 3.0)
+    assert float(got) == pytest.approx(-(lp * w)[mask].sum() / 3.0, rel=1e-5)
+    v, g = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    got = losses.value_loss(jnp.asarray(v), jnp.asarray(g), mask=jnp.asarray(mask))
+    assert float(got) == pytest.approx(0.5 * np.mean((v - g)[mask] ** 2), rel=1e-5)
+    z = np.asarray(losses.normalize(jnp.asarray(w), mask=jnp.asarray(mask)))[mask]
+    assert z.mean() == pytest.approx(0.0, abs=1e-5) and z.std() == pytest.approx(1.0, rel=1e-4)
