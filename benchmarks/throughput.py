@@ -60,9 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     _, metrics = jax.block_until_ready(compiled(keys))
     run_s = time.perf_counter() - t0
 
-    steps = int(metrics["env_steps"][0, -1])
+    # per-seed step counts differ for whole-episode trainers (reinforce, batch actor-critic)
+    seed_steps = np.asarray(metrics["env_steps"][:, -1])
+    steps = int(seed_steps.mean())
     final = np.asarray(metrics["eval_return"][:, -1])
-    sps = steps * args.seeds / run_s
+    sps = seed_steps.sum() / run_s
     print(f"{args.algo} {args.env}: {args.seeds} seeds x {steps} env steps on {machine()}")
     print(f"compile {compile_s:.1f} s, run {run_s:.1f} s, {sps:,.0f} env steps/s, "
           f"final eval {final.mean():.1f} ± {final.std():.1f}")

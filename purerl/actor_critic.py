@@ -107,8 +107,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     critic = ValueCritic(cfg.hidden_sizes, cfg.activation, len(spec.obs_shape))
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp = {k: jnp.asarray(v, jnp.float32)
-              for k, v in {**cfg.hparams(), **cfg.check_hparams(hparams)}.items()}
+        hp = cfg.initial_hparams(hparams)
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
         dummy = jnp.zeros((1,) + spec.obs_shape)
         params = Params(actor.init(actor_key, dummy), critic.init(critic_key, dummy))
@@ -138,10 +137,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         return optax.apply_updates(params, updates), opt_state, info
 
     def batch_update(state: TrainState, c: Config, key: jax.Array, norm):
-        def policy(obs, k):
-            dist = actor.apply(state.params.actor, norm(obs))
-            u = dist.sample(k)
-            return u, dist.env_action(u)
+        policy = rollout.stochastic_policy(lambda obs: actor.apply(state.params.actor, norm(obs)))
 
         traj, mask = rollout.collect_episodes(env, env_params, policy, key, cfg.num_envs,
                                               max_steps)

@@ -197,6 +197,14 @@ class BaseConfig:
                                  f"{self.algo}{static_note}{hint}; traceable: {', '.join(valid)}")
         return hparams
 
+    def initial_hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """This config's hyperparameters updated by a checked ``overrides`` dict, as float32
+        arrays: what a trainer's ``init`` stores in the train state."""
+        import jax.numpy as jnp  # config stays importable without initialising JAX
+
+        merged = {**self.hparams(), **self.check_hparams(overrides)}
+        return {k: jnp.asarray(v, jnp.float32) for k, v in merged.items()}
+
     def check_action_space(self, discrete: bool, env_name: str) -> None:
         """Reject continuous-only options set on a discrete environment."""
         if not discrete:

@@ -113,8 +113,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     minibatch_size = cfg.num_envs * cfg.num_steps // cfg.num_minibatches
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp = {k: jnp.asarray(v, jnp.float32)
-              for k, v in {**cfg.hparams(), **cfg.check_hparams(hparams)}.items()}
+        hp = cfg.initial_hparams(hparams)
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
         dummy = jnp.zeros((1,) + spec.obs_shape)
         params = Params(actor.init(actor_key, dummy), critic.init(critic_key, dummy))
@@ -155,10 +154,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         norm = envs.normalizer(state.obs_norm if cfg.normalize_obs else None)
 
         # --- collect
-        def policy(obs, k):
-            dist = actor.apply(state.params.actor, norm(obs))
-            u = dist.sample(k)
-            return u, dist.env_action(u)
+        policy = rollout.stochastic_policy(lambda obs: actor.apply(state.params.actor, norm(obs)))
 
         env_state, traj = rollout.collect(env, env_params, policy, rollout_key, state.env_state,
                                           cfg.num_steps)

@@ -107,7 +107,8 @@ def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.A
     """
     chex.assert_equal_shape([rewards, next_values, terminated, truncated])
     terminated = jnp.asarray(terminated, bool)
-    cut = jnp.asarray(truncated, bool).at[-1].set(True)  # bootstrap where the segment/episode is cut
+    # bootstrap where the episode or the segment is cut
+    cut = jnp.asarray(truncated, bool).at[-1].set(True)
 
     def backward(next_g, x):
         r, v_next, term, cut_t = x

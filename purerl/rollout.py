@@ -14,6 +14,18 @@ from purerl import envs
 Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
+def stochastic_policy(dist_fn: Callable[[jax.Array], Any]) -> Policy:
+    """The :data:`Policy` that samples from ``dist_fn(obs)`` (a :mod:`purerl.distributions`
+    pytree), storing the raw sample and sending its environment action."""
+
+    def policy(obs: jax.Array, key: jax.Array):
+        dist = dist_fn(obs)
+        u = dist.sample(key)
+        return u, dist.env_action(u)
+
+    return policy
+
+
 class Trajectory(NamedTuple):
     """A time-major batch ``[T, num_envs, ...]`` of transitions; observations are raw."""
 
