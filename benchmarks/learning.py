@@ -1,6 +1,6 @@
 """Final deterministic evaluation returns of the CI learning checks, at their budgets.
 
-    python benchmarks/learning.py [--seeds 4] [--record]
+    python benchmarks/learning.py [--seeds 4] [--key 0] [--only NAME] [--record]
 
 Prints one line per check (mean ± std over seeds, and the per-seed returns) and, with
 ``--record``, appends them to benchmarks/RESULTS.md.
@@ -16,15 +16,28 @@ import jax
 import numpy as np
 
 import purerl
-from purerl import ppo
+from purerl import a2c, a3c, actor_critic, ppo, reinforce
 
 PENDULUM = dict(env="Pendulum-v1", total_timesteps=150_000, num_envs=8, num_steps=256,
                 update_epochs=10, num_minibatches=32, gamma=0.9, lr=1e-3, ent_coef=0.0,
                 normalize_obs=True, eval_every=5)
 
+# name -> (trainer module, config, CI threshold on the 4-seed mean of the final evaluation)
 CHECKS = {
+    "reinforce rtg+value CartPole-v1 40 updates": (
+        reinforce, dict(total_timesteps=16 * 500 * 40, eval_every=40), 400),
+    "actor_critic batch td CartPole-v1 40 updates": (
+        actor_critic, dict(total_timesteps=16 * 500 * 40, eval_every=40), 300),
+    "actor_critic batch mc CartPole-v1 40 updates": (
+        actor_critic, dict(total_timesteps=16 * 500 * 40, eval_every=40, advantage="mc"), 300),
+    "actor_critic online CartPole-v1 120k": (
+        actor_critic, dict(actor_critic.ONLINE, total_timesteps=120_000, eval_every=100), 300),
+    "a2c CartPole-v1 200k (defaults)": (a2c, dict(total_timesteps=200_000), 475),
+    "a3c CartPole-v1 200k (defaults, 4 workers)": (a3c, dict(total_timesteps=200_000), 475),
+    "a2c Acrobot-v1 150k": (a2c, dict(env="Acrobot-v1", total_timesteps=150_000), -100),
     "ppo clip CartPole-v1 150k (defaults)": (ppo, dict(total_timesteps=150_000), 475),
-    "ppo kl_penalty CartPole-v1 250k": (ppo, dict(variant="kl_penalty", total_timesteps=250_000), 450),
+    "ppo kl_penalty CartPole-v1 250k": (
+        ppo, dict(variant="kl_penalty", total_timesteps=250_000), 450),
     "ppo clip Pendulum-v1 150k": (ppo, PENDULUM, -300),
 }
 
@@ -34,9 +47,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--key", type=int, default=0)
     parser.add_argument("--record", action="store_true")
+    parser.add_argument("--only", default="", help="run the checks whose name contains this")
     args = parser.parse_args()
     rows = []
     for name, (module, config, threshold) in CHECKS.items():
+        if args.only not in name:
+            continue
         keys = jax.random.split(jax.random.key(args.key), args.seeds)
         t0 = time.perf_counter()
         _, m = purerl.jit(jax.vmap(module.make_train(config)))(keys)
@@ -45,13 +61,13 @@ def main() -> None:
         row = (f"| {datetime.date.today()} | {name} | {args.seeds} | {args.key} | "
                f"{final.mean():.1f} ± {final.std():.1f} | {threshold} | "
                f"{' '.join(f'{x:.0f}' for x in final)} | {wall:.1f} |")
-        print(row)
+        print(row, flush=True)
         rows.append(row)
     if args.record:
         with open(__file__.replace("learning.py", "RESULTS.md"), "a") as f:
-            f.write("\n## Learning checks (benchmarks/learning.py; wall time includes compile)\n\n"
-                    "| date | check | seeds | key | final eval | CI threshold | per seed | wall s |\n"
-                    "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            f.write("\n## Learning checks (benchmarks/learning.py; wall time includes compile)"
+                    "\n\n| date | check | seeds | key | final eval | CI threshold | per seed "
+                    "| wall s |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 
 # name -> (module, action spaces, default environment)
 ALGORITHMS: dict[str, tuple[str, str, str]] = {
+    "reinforce": ("purerl.reinforce", "discrete, continuous", "CartPole-v1"),
+    "actor_critic": ("purerl.actor_critic", "discrete, continuous", "CartPole-v1"),
+    "a2c": ("purerl.a2c", "discrete, continuous", "CartPole-v1"),
+    "a3c": ("purerl.a3c", "discrete, continuous", "CartPole-v1"),
     "ppo": ("purerl.ppo", "discrete, continuous", "CartPole-v1"),
 }
 

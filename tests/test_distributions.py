@@ -41,7 +41,8 @@ def test_tanh_gaussian_log_prob_is_that_of_the_env_action():
     scale = jnp.array(high) - jnp.array(low)
     ref = distrax.Transformed(
         distrax.MultivariateNormalDiag(mean, jnp.exp(log_std)),
-        distrax.Chain([distrax.Block(distrax.ScalarAffine(jnp.array(low) + scale / 2, scale / 2), 1),
+        distrax.Chain([distrax.Block(distrax.ScalarAffine(jnp.array(low) + scale / 2,
+                                                          scale / 2), 1),
                        distrax.Block(distrax.Tanh(), 1)]))
     ours = dist.log_prob(u)
     assert np.all(np.isfinite(ours))

@@ -1,0 +1,240 @@
+"""A2C and A3C: the trainer contract, A3C's deterministic staleness (and that W=1 is A2C), config
+errors, and learning to stated returns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import purerl
+from purerl import a2c, a3c
+
+SMALL = {"env": "CartPole-v1", "num_envs": 4, "t_max": 5, "total_timesteps": 4 * 5 * 6,
+         "eval_every": 3, "eval_episodes": 2}
+SMALL_A3C = {**SMALL, "num_workers": 3, "total_timesteps": 3 * 4 * 5 * 6}
+
+
+def assert_trees_close(a, b, rtol=1e-4, atol=1e-5):
+    """Equal up to float32 rounding (batched and unbatched programs use different kernels)."""
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# one compiled unbatched trainer per module, shared by the tests below
+@pytest.fixture(scope="module")
+def a2c_train():
+    return purerl.jit(a2c.make_train(SMALL))
+
+
+@pytest.fixture(scope="module")
+def a3c_train():
+    return purerl.jit(a3c.make_train(SMALL_A3C))
+
+
+@pytest.mark.parametrize("module", ["a2c", "a3c"])
+def test_same_key_same_result_and_vmap_equals_single_runs(module, request):
+    config = {"a2c": SMALL, "a3c": SMALL_A3C}[module]
+    single = request.getfixturevalue(f"{module}_train")
+    keys = jax.random.split(jax.random.key(0), 3)
+    state_b, metrics_b = purerl.jit(jax.vmap({"a2c": a2c, "a3c": a3c}[module].make_train(config)))(
+        keys)
+    for i in range(3):
+        state_i, metrics_i = single(keys[i])
+        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], state_b.params), state_i.params)
+        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    (s1, m1), (s2, m2) = single(keys[1]), single(keys[1])
+    for x, y in zip(jax.tree.leaves((s1.params, s1.opt_state, m1)),
+                    jax.tree.leaves((s2.params, s2.opt_state, m2))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # different seeds train differently
+    assert not np.allclose(metrics_b["policy_loss"][0], metrics_b["policy_loss"][1])
+    assert metrics_b["eval_return"].shape == (3, 6)
+    assert np.isnan(metrics_b["eval_return"][:, [0, 1, 3, 4]]).all()
+    assert np.isfinite(metrics_b["eval_return"][:, [2, 5]]).all()
+
+
+def test_metrics_cover_the_contract(a2c_train):
+    _, m = a2c_train(jax.random.key(0))
+    for name in ["episode_return", "episode_count", "eval_return", "policy_loss", "value_loss",
+                 "entropy", "explained_variance", "lr", "env_steps"]:
+        assert m[name].shape == (6,), name
+    np.testing.assert_array_equal(m["env_steps"], 20 * np.arange(1, 7))
+    # lr annealed linearly to 0 over the run's gradient steps
+    np.testing.assert_allclose(m["lr"], 7e-3 * (1 - np.arange(6) / 6), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- A3C
+
+
+def test_a3c_with_one_worker_is_a2c(a2c_train):
+    key = jax.random.key(3)
+    s2, m2 = a2c_train(key)
+    s3, m3 = purerl.jit(a3c.make_train({**SMALL, "num_workers": 1, "lr": 7e-3,
+                                        "ent_coef_spread": 3.0}))(key)
+    assert_trees_close(s2.params, s3.params, rtol=1e-5, atol=1e-6)
+    assert_trees_close(s2.params, jax.tree.map(lambda x: x[0], s3.worker_params))
+    for name in m2:
+        np.testing.assert_allclose(m3[name], m2[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(m3["staleness"], 0.0)
+
+
+def test_a3c_staleness_is_deterministic(a3c_train):
+    w = 3
+    state, m = a3c_train(jax.random.key(0))
+    # worker k's first gradient was computed by the initial copy and applied after k others;
+    # afterwards each copy is re-synced right after its own gradient: W - 1 others in between
+    np.testing.assert_array_equal(m["staleness"], [np.mean(range(w))] + [w - 1] * 5)
+    assert int(state.version) == 6 * w
+    np.testing.assert_array_equal(state.worker_version, 5 * w + 1 + np.arange(w))
+    np.testing.assert_array_equal(m["env_steps"], w * 20 * np.arange(1, 7))
+    # the last worker re-synced last: its copy is the global parameters, the others' are stale
+    assert_trees_close(jax.tree.map(lambda x: x[-1], state.worker_params), state.params,
+                       rtol=0, atol=0)
+    first = jax.tree.leaves(jax.tree.map(lambda x: x[0], state.worker_params))
+    assert any(not np.allclose(a, b) for a, b in zip(first, jax.tree.leaves(state.params)))
+
+
+def test_a3c_applies_stale_gradients_in_order():
+    """One round by hand: every worker's gradient comes from its own (initial) copy; applying
+    them one by one gives the global parameters each worker re-syncs to; the last worker's
+    gradient differs from the one a synced worker would compute on the same data."""
+    w = 3
+    config = a3c.Config(**SMALL_A3C)
+    rnd = a3c.make_round(config)
+    agent = a3c.make_agent(config)
+    s0 = purerl.jit(agent.init)(jax.random.key(4))
+
+    @purerl.jit
+    def one_round(s0):
+        _, _, trajs = rnd.collect(s0)
+        grads, _ = rnd.gradients(s0, trajs)
+        return (trajs, grads) + rnd.apply(s0, grads) + (agent.update(s0)[0].params,)
+
+    trajs, grads, s1, staleness, lrs, updated = one_round(s0)
+    np.testing.assert_array_equal(staleness, np.arange(w))
+    np.testing.assert_allclose(lrs, 4e-3 * (1 - np.arange(w) / (6 * w)), rtol=1e-6)
+    assert_trees_close(updated, s1.params)  # update is collect -> gradients -> apply
+
+    @purerl.jit
+    def gradient(params, traj, ent_coef):
+        c = config.with_hparams(s0.hparams)
+        return rnd.worker.gradient(params, s0.obs_norm, traj, c, ent_coef)[0]
+
+    @purerl.jit
+    def apply_gradient(lr, params, opt_state, grad):
+        c = config.with_hparams(s0.hparams)
+        return a2c.apply_gradient(config, c, lr, params, opt_state, grad)
+
+    ent = a3c.worker_ent_coefs(w, 0.01, 4.0)
+    params, opt_state = s0.params, s0.opt_state
+    for k in range(w):
+        traj_k, grad_k = jax.tree.map(lambda x, k=k: x[k], (trajs, grads))
+        # computed with the worker's copy, which is still the initial global parameters
+        stale = gradient(s0.params, traj_k, ent[k])
+        assert_trees_close(grad_k, stale)
+        synced = gradient(params, traj_k, ent[k])  # the global parameters it is applied to
+        diff = max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(synced),
+                                                      jax.tree.leaves(stale)))
+        if k == 0:
+            assert diff == 0.0
+        else:
+            assert diff > 1e-4
+        params, opt_state = apply_gradient(lrs[k], params, opt_state, grad_k)
+        assert_trees_close(jax.tree.map(lambda x, k=k: x[k], s1.worker_params), params)
+    assert_trees_close(s1.params, params)
+
+
+def test_worker_entropy_coefficients():
+    np.testing.assert_allclose(a3c.worker_ent_coefs(4, 0.01, 4.0),
+                               [0.005, 0.01 * 4 ** (-1 / 6), 0.01 * 4 ** (1 / 6), 0.02],
+                               rtol=1e-6)
+    np.testing.assert_allclose(a3c.worker_ent_coefs(3, 0.02, 1.0), [0.02] * 3)
+    np.testing.assert_allclose(a3c.worker_ent_coefs(1, 0.01, 9.0), [0.01])
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_gae_with_lambda_one_equals_n_step_returns(a2c_train):
+    """GAE(lambda=1) over a segment is the n-step return minus V: same training."""
+    key = jax.random.key(5)
+    s_n, m_n = a2c_train(key)
+    s_g, m_g = purerl.jit(a2c.make_train({**SMALL, "use_gae": True, "gae_lambda": 1.0}))(key)
+    assert_trees_close(s_n.params, s_g.params)
+    np.testing.assert_allclose(m_g["value_loss"], m_n["value_loss"], rtol=1e-4)
+
+
+def test_continuous_actions_and_options_run():
+    config = {"env": "Pendulum-v1", "num_envs": 2, "t_max": 8, "total_timesteps": 2 * 2 * 8 * 4,
+              "num_workers": 2, "eval_every": 0, "eval_episodes": 1, "shared_torso": True,
+              "optimizer": "adam", "normalize_obs": True, "normalize_advantages": True,
+              "use_gae": True, "log_std_init": -0.5, "anneal_lr": False}
+    state, m = purerl.jit(a3c.make_train(config))(jax.random.key(0))
+    assert set(state.params["params"]) == {"MLP_0", "Dense_0", "Dense_1", "log_std"}
+    assert np.isfinite(m["policy_loss"]).all() and np.isfinite(m["eval_return"][-1])
+    assert float(state.obs_norm.count) > 2 * 2 * 8 * 4  # observations were counted
+    np.testing.assert_allclose(m["lr"], 4e-3)
+
+
+# ----------------------------------------------------------------------------- config errors
+
+
+def test_config_errors_raise_at_make_train():
+    with pytest.raises(ValueError, match="num_workers"):
+        a3c.make_train({"num_workers": 0})
+    with pytest.raises(ValueError, match="optimizer.*'rmsprop' or 'adam'"):
+        a2c.make_train({"optimizer": "sgd"})
+    with pytest.raises(ValueError, match="t_max"):
+        a2c.make_train({"t_max": 0})
+    with pytest.raises(ValueError, match="ent_coef_spread"):
+        a3c.make_train({"ent_coef_spread": 0.5})
+    with pytest.raises(ValueError, match="total_timesteps.*smaller"):
+        a3c.make_train({"num_workers": 4, "num_envs": 4, "t_max": 8, "total_timesteps": 100})
+    with pytest.raises(ValueError, match="log_std_init.*discrete"):
+        a2c.make_train({"env": "CartPole-v1", "log_std_init": -0.5})
+    with pytest.raises(ValueError, match=r"'num_worker'.*did you mean 'num_workers'"):
+        a3c.Config.from_dict({"num_worker": 2})
+    with pytest.raises(ValueError, match="num_workers.*static"):
+        a3c.make_agent(SMALL_A3C).init(jax.random.key(0), {"num_workers": 8})
+
+
+def test_registered_with_the_cli():
+    assert purerl.get_algorithm("a2c") is a2c and purerl.get_algorithm("a3c") is a3c
+    assert purerl.ALGORITHMS["a3c"][1:] == ("discrete, continuous", "CartPole-v1")
+
+
+def test_hyperparameter_sweep_equals_separate_runs(a3c_train):
+    train = a3c.make_train(SMALL_A3C)
+    spreads = jnp.array([4.0, 10.0])  # 4.0 is the default
+    _, swept = purerl.jit(jax.vmap(train, in_axes=(None, 0)))(jax.random.key(1),
+                                                              {"ent_coef_spread": spreads})
+    _, separate = a3c_train(jax.random.key(1))
+    assert_trees_close({k: v[0] for k, v in swept.items()}, separate)
+    assert not np.allclose(swept["policy_loss"][0], swept["policy_loss"][1])
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+def final_eval(module, config, seeds=4, key=0):
+    keys = jax.random.split(jax.random.key(key), seeds)
+    _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
+    return np.asarray(metrics["eval_return"][:, -1])
+
+
+@pytest.mark.slow
+def test_a2c_solves_cartpole():
+    final = final_eval(a2c, a2c.Config(total_timesteps=200_000))
+    assert final.mean() >= 475, final
+
+
+@pytest.mark.slow
+def test_a3c_solves_cartpole():
+    final = final_eval(a3c, a3c.Config(total_timesteps=200_000))
+    assert final.mean() >= 475, final
+
+
+@pytest.mark.slow
+def test_a2c_learns_acrobot():
+    final = final_eval(a2c, a2c.Config(env="Acrobot-v1", total_timesteps=150_000))
+    assert final.mean() >= -100, final
