@@ -69,16 +69,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"compile {compile_s:.1f} s, run {run_s:.1f} s, {sps:,.0f} env steps/s, "
           f"final eval {final.mean():.1f} ± {final.std():.1f}")
     if not args.no_record:
-        if not RESULTS.exists() or HEADER.splitlines()[0] not in RESULTS.read_text():
-            with RESULTS.open("a") as f:
-                f.write("\n## Throughput runs (appended by benchmarks/throughput.py)\n\n" + HEADER)
         row = (f"| {datetime.date.today()} | {machine()} | {args.algo} | {args.env} | "
                f"{args.seeds} | {steps} | {'jax.jit' if args.plain_jit else 'purerl.jit'} | "
                f"{compile_s:.1f} | {run_s:.1f} | {sps:,.0f} | {final.mean():.1f} ± "
-               f"{final.std():.1f} | {' '.join(args.set) or '-'} |\n")
-        with RESULTS.open("a") as f:
-            f.write(row)
+               f"{final.std():.1f} | {' '.join(args.set) or '-'} |")
+        record(row)
 
+
+def record(row: str) -> None:
+    """Add ``row`` at the end of RESULTS.md's throughput table (creating the table if needed)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    header = HEADER.splitlines()
+    if header[0] not in text:
+        text = (text.rstrip("\n")
+                + "\n\n## Throughput runs (appended by benchmarks/throughput.py)\n\n" + HEADER)
+    lines = text.splitlines()
+    end = lines.index(header[1]) + 1
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines.insert(end, row)
+    RESULTS.write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()

@@ -50,7 +50,7 @@ class Config(BaseConfig):
     advantage: str = static("td", check=one_of("td", "mc"), why="must be 'td' or 'mc'")
     num_envs: int = static(16, check=positive, why="must be > 0")
     num_steps: int = static(32, check=positive, why="must be > 0 (online mode: steps per update)")
-    vf_iters: int = static(20, check=positive, why="must be > 0 (batch mode)")
+    vf_iters: int = static(50, check=positive, why="must be > 0 (batch mode)")
     log_std_init: float = static(0.0, continuous_only=True)
 
     lr: float = hparam(3e-3, check=positive, why="must be > 0")

@@ -8,16 +8,11 @@ import pytest
 
 import purerl
 from purerl import a2c, a3c
+from test_ppo import assert_trees_close
 
 SMALL = {"env": "CartPole-v1", "num_envs": 4, "t_max": 5, "total_timesteps": 4 * 5 * 6,
          "eval_every": 3, "eval_episodes": 2}
 SMALL_A3C = {**SMALL, "num_workers": 3, "total_timesteps": 3 * 4 * 5 * 6}
-
-
-def assert_trees_close(a, b, rtol=1e-4, atol=1e-5):
-    """Equal up to float32 rounding (batched and unbatched programs use different kernels)."""
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
 # one compiled unbatched trainer per module, shared by the tests below
