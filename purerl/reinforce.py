@@ -88,14 +88,15 @@ class TrainState:
     hparams: dict[str, jax.Array]
 
 
-def policy_weights(traj: rollout.Trajectory, values: jax.Array, next_values: jax.Array,
-                   weighting: str, baseline: str, gamma: float, gae_lambda: float) -> jax.Array:
-    """Phi_t - b(s_t) for a batch of whole episodes ``[T, N]`` (see the module docstring).
+def policy_weights(traj: rollout.Trajectory, mask: jax.Array, values: jax.Array,
+                   next_values: jax.Array, weighting: str, baseline: str, gamma: float,
+                   gae_lambda: float) -> jax.Array:
+    """Phi_t - b(s_t) for a batch of whole episodes ``[T, N]`` (see the module docstring);
+    ``mask`` marks the steps that belong to each column's episode.
 
     ``values``/``next_values`` are V(s_t) and V(s'_t); they are read only by the ``value``
-    baseline and the ``advantage`` weighting. The ``mean`` baseline averages over all steps of
-    the batch, so pass steps after an episode's end as masked-out padding only to the other
-    options (the trainer applies it with its mask)."""
+    baseline and the ``advantage`` weighting. The ``mean`` baseline is the mean of Phi over the
+    unmasked steps of the batch."""
     done = traj.done
     if weighting == "total":
         phi = returns.episode_returns(traj.reward, done, gamma)
@@ -106,6 +107,8 @@ def policy_weights(traj: rollout.Trajectory, values: jax.Array, next_values: jax
                            gamma, gae_lambda)[0]
     if baseline == "value":
         return phi - values
+    if baseline == "mean":
+        return phi - losses.masked_sum(phi, mask)
     return phi
 
 
@@ -163,10 +166,8 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         obs = norm(traj.obs)
         values = critic.apply(state.params.critic, obs)
         next_values = critic.apply(state.params.critic, norm(traj.next_obs))
-        weights = policy_weights(traj, values, next_values, cfg.weighting, cfg.baseline,
+        weights = policy_weights(traj, mask, values, next_values, cfg.weighting, cfg.baseline,
                                  c.gamma, c.gae_lambda)
-        if cfg.baseline == "mean":
-            weights = weights - losses.masked_sum(weights, mask)
         if cfg.normalize_advantages:
             weights = losses.normalize(weights, mask=mask)
 

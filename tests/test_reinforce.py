@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import purerl
-from purerl import reinforce, rollout
+from purerl import reinforce, returns, rollout
 from test_ppo import assert_trees_close
 
 SMALL = dict(env="CartPole-v1", num_episodes=3, total_timesteps=3 * 500 * 4, vf_iters=3,
@@ -49,7 +49,8 @@ def numpy_weights(reward, mask, values, weighting, gamma):
     return phi
 
 
-@pytest.mark.parametrize("weighting,baseline", [("total", "none"), ("reward_to_go", "none"),
+@pytest.mark.parametrize("weighting,baseline", [("total", "none"), ("total", "mean"),
+                                                ("reward_to_go", "none"),
                                                 ("reward_to_go", "value")])
 @pytest.mark.parametrize("ent_coef", [0.0, 0.1])
 def test_gradient_equals_numpy_sum_of_score_times_weight(weighting, baseline, ent_coef):
@@ -58,8 +59,8 @@ def test_gradient_equals_numpy_sum_of_score_times_weight(weighting, baseline, en
     W = np.random.default_rng(1).normal(size=(4, A)).astype(np.float32) * 0.5
 
     weights = reinforce.policy_weights(
-        jax.tree.map(jnp.asarray, traj), jnp.asarray(values), jnp.asarray(values), weighting,
-        baseline, gamma, 0.95)
+        jax.tree.map(jnp.asarray, traj), jnp.asarray(mask), jnp.asarray(values),
+        jnp.asarray(values), weighting, baseline, gamma, 0.95)
 
     def loss(w):
         logits = jnp.asarray(traj.obs) @ w
@@ -74,6 +75,8 @@ def test_gradient_equals_numpy_sum_of_score_times_weight(weighting, baseline, en
     # NumPy: grad L = -(1/N) sum_i sum_t [s (onehot(a) - pi) Phi_t + beta grad H_t]
     name = "reward_to_go_minus_value" if baseline == "value" else weighting
     phi = numpy_weights(traj.reward, mask, values, name, gamma)
+    if baseline == "mean":
+        phi = phi - phi[mask].mean()
     ref = np.zeros_like(W, dtype=np.float64)
     for n in range(N):
         for t in range(T):
@@ -91,12 +94,11 @@ def test_gradient_equals_numpy_sum_of_score_times_weight(weighting, baseline, en
     np.testing.assert_allclose(grad, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_advantage_weighting_is_gae_and_mean_baseline_centres_the_weights():
+def test_advantage_weighting_is_gae():
     traj, mask, values = fixed_batch()
     jt = jax.tree.map(jnp.asarray, traj)
-    adv = reinforce.policy_weights(jt, jnp.asarray(values), jnp.asarray(values) + 1.0,
-                                   "advantage", "value", 0.9, 0.8)
-    from purerl import returns
+    adv = reinforce.policy_weights(jt, jnp.asarray(mask), jnp.asarray(values),
+                                   jnp.asarray(values) + 1.0, "advantage", "value", 0.9, 0.8)
     ref, _ = returns.gae(jt.reward, jnp.asarray(values), jnp.asarray(values) + 1.0,
                          jt.terminated, jt.truncated, 0.9, 0.8)
     np.testing.assert_allclose(adv, ref, rtol=1e-6)
