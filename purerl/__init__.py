@@ -18,6 +18,7 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "a2c": ("purerl.a2c", "discrete, continuous", "CartPole-v1"),
     "a3c": ("purerl.a3c", "discrete, continuous", "CartPole-v1"),
     "ppo": ("purerl.ppo", "discrete, continuous", "CartPole-v1"),
+    "trpo": ("purerl.trpo", "discrete, continuous", "CartPole-v1"),
 }
 
 

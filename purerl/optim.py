@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -59,3 +60,65 @@ def fit(loss_fn: Callable[[Any], jax.Array], params: Any, opt_state: Any,
 def linear_anneal(value, step, num_steps):
     """value * (1 - step / num_steps): PPO's linear learning-rate decay."""
     return value * (1.0 - step / num_steps)
+
+
+def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, Any]], carry: Any, batch: Any,
+                     key: jax.Array, num_epochs: int, num_minibatches: int) -> tuple[Any, Any]:
+    """``num_epochs`` passes over ``batch`` (a pytree with a common leading sample axis), each
+    shuffled and split into ``num_minibatches`` equal minibatches, calling
+    ``step(carry, minibatch) -> (carry, info)`` on each (nested ``lax.scan``s). Returns
+    ``(carry, info)`` with ``info`` stacked ``[num_epochs, num_minibatches, ...]``."""
+    n = jax.tree.leaves(batch)[0].shape[0]
+    size = n // num_minibatches
+
+    def epoch(carry, epoch_key):
+        perm = jax.random.permutation(epoch_key, n)[: num_minibatches * size]
+        minibatches = jax.tree.map(
+            lambda x: x[perm].reshape((num_minibatches, size) + x.shape[1:]), batch)
+        return jax.lax.scan(step, carry, minibatches)
+
+    return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
+
+
+def _vdot(a: Any, b: Any) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _axpy(alpha, x: Any, y: Any) -> Any:
+    return jax.tree.map(lambda xi, yi: alpha * xi + yi, x, y)
+
+
+def conjugate_gradient(matvec: Callable[[Any], Any], b: Any, num_iters: int,
+                       tol: float = 1e-10) -> tuple[Any, jax.Array]:
+    """Solve A x = b for a symmetric positive-definite A given only ``matvec(v) = A v`` (any
+    pytree), by conjugate gradient from x = 0 (Hestenes & Stiefel; seed 001's TRPO):
+
+        alpha = r.r / p.A p,  x += alpha p,  r -= alpha A p,  p = r + (r'.r' / r.r) p.
+
+    Runs exactly ``num_iters`` iterations (a ``lax.scan``, so it vmaps and has a fixed cost);
+    once the squared residual r.r falls below ``tol`` the iterate is frozen. Only matrix-vector
+    products are used -- no LAPACK, so it is safe inside vmapped CPU programs. Returns
+    ``(x, |r|)``, the final residual norm ||b - A x|| as tracked by the recursion.
+    """
+    zeros = jax.tree.map(jnp.zeros_like, b)
+
+    def step(carry, _):
+        x, r, p, rr = carry
+        active = rr > tol
+        ap = matvec(p)
+        alpha = jnp.where(active, rr / jnp.maximum(_vdot(p, ap), 1e-30), 0.0)
+        x = _axpy(alpha, p, x)
+        r = _axpy(-alpha, ap, r)
+        rr_new = _vdot(r, r)
+        beta = jnp.where(active, rr_new / jnp.maximum(rr, 1e-30), 0.0)
+        p = jax.tree.map(lambda ri, pi: jnp.where(active, ri + beta * pi, pi), r, p)
+        return (x, r, p, jnp.where(active, rr_new, rr)), None
+
+    (x, _, _, rr), _ = jax.lax.scan(step, (zeros, b, b, _vdot(b, b)), None, num_iters)
+    return x, jnp.sqrt(rr)
+
+
+def hessian_vector_product(fn: Callable[[Any], jax.Array], params: Any, v: Any) -> Any:
+    """(d^2 fn / d params^2) v by forward-over-reverse autodiff (a JVP of the gradient): the
+    cost of about two gradients, never the dense Hessian."""
+    return jax.jvp(jax.grad(fn), (params,), (v,))[1]

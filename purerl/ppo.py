@@ -110,7 +110,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     cfg.check_action_space(spec.discrete, cfg.env)
     actor = Actor(spec, cfg.hidden_sizes, cfg.activation, cfg.log_std_init)
     critic = ValueCritic(cfg.hidden_sizes, cfg.activation, len(spec.obs_shape))
-    minibatch_size = cfg.num_envs * cfg.num_steps // cfg.num_minibatches
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
         hp = cfg.initial_hparams(hparams)
@@ -183,16 +182,9 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), info
 
-        def epoch(carry, epoch_key):
-            perm = jax.random.permutation(epoch_key, batch.advantage.shape[0])
-            minibatches = jax.tree.map(
-                lambda x: x[perm].reshape((cfg.num_minibatches, minibatch_size) + x.shape[1:]),
-                batch)
-            return jax.lax.scan(minibatch_step, carry, minibatches)
-
-        (params, opt_state), info = jax.lax.scan(
-            epoch, (state.params, state.opt_state),
-            jax.random.split(shuffle_key, cfg.update_epochs))
+        (params, opt_state), info = optim.minibatch_epochs(
+            minibatch_step, (state.params, state.opt_state), batch, shuffle_key,
+            cfg.update_epochs, cfg.num_minibatches)
         metrics = jax.tree.map(jnp.mean, info)
 
         kl_beta = state.kl_beta

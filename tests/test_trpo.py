@@ -1,0 +1,155 @@
+"""TRPO: conjugate gradient against a dense solve, the Fisher-vector product against the dense
+KL Hessian, the line search, the trust region on a real run, the trainer contract, learning."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import purerl
+from purerl import envs, optim, trpo
+from purerl.networks import Actor
+from test_ppo import assert_trees_close
+
+SMALL = dict(env="CartPole-v1", num_envs=4, num_steps=32, total_timesteps=4 * 32 * 6,
+             vf_minibatches=4, vf_epochs=2, eval_every=3, eval_episodes=2)
+PENDULUM = dict(env="Pendulum-v1", num_steps=200, max_kl=0.02, gamma=0.95, gae_lambda=0.95,
+                normalize_obs=True, vf_epochs=10, vf_lr=3e-3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conjugate_gradient_solves_spd_systems(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 25))
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = (q * rng.uniform(1.0, 20.0, n)) @ q.T  # SPD, condition number <= 20
+    b = rng.normal(size=n)
+    # a pytree right-hand side: CG works on any structure
+    tree = {"w": jnp.asarray(b[:3], jnp.float32), "v": jnp.asarray(b[3:], jnp.float32)}
+    flat_b, unravel = ravel_pytree(tree)  # (ravel orders the dict's keys)
+    a32 = jnp.asarray(a, jnp.float32)
+
+    def matvec(v):
+        return unravel(a32 @ ravel_pytree(v)[0])
+
+    x, residual = jax.jit(lambda t: optim.conjugate_gradient(matvec, t, 2 * n))(tree)
+    ref = np.linalg.solve(a, np.asarray(flat_b, np.float64))
+    got = np.asarray(ravel_pytree(x)[0], np.float64)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
+    assert float(residual) < 1e-3
+
+
+def test_conjugate_gradient_stops_at_tolerance():
+    """After convergence the iterate is frozen: more iterations change nothing."""
+    a = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+    b = jnp.array([1.0, 1.0, 1.0])
+    x3, _ = optim.conjugate_gradient(lambda v: a @ v, b, 3)
+    x50, _ = optim.conjugate_gradient(lambda v: a @ v, b, 50)
+    np.testing.assert_allclose(x3, [1.0, 0.5, 1.0 / 3.0], rtol=1e-6)
+    np.testing.assert_array_equal(x3, x50)
+
+
+@pytest.mark.parametrize("env_name", ["CartPole-v1", "Pendulum-v1"])
+def test_fisher_vector_product_equals_dense_kl_hessian(env_name):
+    _, _, spec = envs.make_env(env_name)
+    actor = Actor(spec, (5,), "tanh", -0.3)
+    params = actor.init(jax.random.key(0), jnp.zeros((1,) + spec.obs_shape))
+    # move away from the near-deterministic initial head so the Hessian is not tiny
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape),
+                          params)
+    flat, unravel = ravel_pytree(params)
+    obs = jax.random.normal(jax.random.key(2), (32,) + spec.obs_shape)
+    old = actor.apply(params, obs)
+
+    def mean_kl(f):
+        return jnp.mean(old.kl(actor.apply(unravel(f), obs)))
+
+    hessian = jax.hessian(mean_kl)(flat)
+    v = jax.random.normal(jax.random.key(3), flat.shape)
+    for damping in (0.0, 0.1):
+        fvp = trpo.fisher_vector_product(mean_kl, flat, v, damping)
+        np.testing.assert_allclose(fvp, hessian @ v + damping * v, rtol=1e-4, atol=1e-6)
+    assert np.abs(np.asarray(hessian @ v)).max() > 1e-3
+
+
+def test_backtracking_line_search_takes_the_first_acceptable_step():
+    # surrogate peaks at theta = 1, KL = theta^2 / 2 around the old theta = 0
+    def surrogate(f):
+        return -jnp.sum((f - 1.0) ** 2)
+
+    def mean_kl(f):
+        return 0.5 * jnp.sum(f ** 2)
+
+    flat, step = jnp.zeros(1), jnp.full(1, 4.0)
+    # candidates 4, 2, 1, 0.5: KL 8, 2, 0.5, 0.125; improvements -8, 0, 1, 0.75
+    s = trpo.backtracking_line_search(surrogate, mean_kl, flat, step, 0.6, 0.5, 3)
+    assert bool(s.accepted) and int(s.backtracks) == 2
+    np.testing.assert_allclose(s.params, [1.0])
+    assert float(s.kl) == pytest.approx(0.5) and float(s.improvement) == pytest.approx(1.0)
+    # no candidate inside the trust region: keep the old parameters, report failure
+    s = trpo.backtracking_line_search(surrogate, mean_kl, flat, step, 0.1, 0.5, 3)
+    assert not bool(s.accepted) and int(s.backtracks) == 4
+    np.testing.assert_array_equal(s.params, flat)
+    assert float(s.kl) == 0.0
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    keys = jax.random.split(jax.random.key(0), 2)
+    train = trpo.make_train(SMALL)
+    return train, keys, purerl.jit(jax.vmap(train))(keys)
+
+
+def test_vmap_equals_single_runs(small_run):
+    train, keys, (state_b, metrics_b) = small_run
+    single = purerl.jit(train)
+    for i in range(2):
+        state_i, metrics_i = single(keys[i])
+        assert_trees_close(jax.tree.map(lambda x: x[i], state_b.params), state_i.params)
+        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+
+
+def test_every_accepted_update_stays_in_the_trust_region():
+    cfg = dict(total_timesteps=16 * 64 * 15, eval_every=0)
+    _, m = purerl.jit(jax.vmap(trpo.make_train(cfg)))(jax.random.split(jax.random.key(3), 2))
+    m = {k: np.asarray(v) for k, v in m.items()}
+    accepted = m["line_search_failed"] == 0
+    assert accepted.mean() > 0.9
+    assert (m["kl"][accepted] <= 0.005 * 1.05).all()
+    assert (m["kl"][accepted] > 0).all() and (m["surrogate_improvement"][accepted] > 0).all()
+    assert (m["kl"][~accepted] == 0).all() and (m["backtracks"][~accepted] == 11).all()
+    assert (m["backtracks"] >= 0).all() and (m["cg_residual"] >= 0).all()
+    # the full step is sized to the trust region: accepted full steps use most of it
+    full = accepted & (m["backtracks"] == 0)
+    assert (m["kl"][full] > 0.25 * 0.005).all()
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="vf_minibatches"):
+        trpo.make_train({"vf_minibatches": 7})
+    with pytest.raises(ValueError, match="backtrack_coef"):
+        trpo.Config(backtrack_coef=1.5)
+    with pytest.raises(ValueError, match="max_kl"):
+        trpo.Config(max_kl=0.0)
+    with pytest.raises(ValueError, match="total_timesteps"):
+        trpo.make_train({"total_timesteps": 100})
+    assert purerl.get_algorithm("trpo") is trpo
+
+
+def final_returns(config, seeds=4):
+    _, m = purerl.jit(jax.vmap(trpo.make_train(config)))(
+        jax.random.split(jax.random.key(0), seeds))
+    return np.asarray(m["eval_return"][:, -1])
+
+
+@pytest.mark.slow
+def test_trpo_solves_cartpole():
+    final = final_returns(dict(total_timesteps=100_000, eval_every=0))
+    assert final.mean() >= 475, final
+
+
+@pytest.mark.slow
+def test_trpo_learns_pendulum():
+    final = final_returns(dict(PENDULUM, total_timesteps=30 * 16 * 200, eval_every=0))
+    assert final.mean() >= -400, final
