@@ -16,11 +16,14 @@ import jax
 import numpy as np
 
 import purerl
-from purerl import a2c, a3c, actor_critic, ppo, reinforce
+from purerl import a2c, a3c, actor_critic, ppo, reinforce, trpo
 
 PENDULUM = dict(env="Pendulum-v1", total_timesteps=150_000, num_envs=8, num_steps=256,
                 update_epochs=10, num_minibatches=32, gamma=0.9, lr=1e-3, ent_coef=0.0,
                 normalize_obs=True, eval_every=5)
+
+TRPO_PENDULUM = dict(env="Pendulum-v1", num_steps=200, max_kl=0.02, gamma=0.95, gae_lambda=0.95,
+                     normalize_obs=True, vf_epochs=10, vf_lr=3e-3)
 
 # name -> (trainer module, config, CI threshold on the 4-seed mean of the final evaluation)
 CHECKS = {
@@ -35,6 +38,8 @@ CHECKS = {
     "a2c CartPole-v1 200k (defaults)": (a2c, dict(total_timesteps=200_000), 475),
     "a3c CartPole-v1 200k (defaults, 4 workers)": (a3c, dict(total_timesteps=200_000), 475),
     "a2c Acrobot-v1 150k": (a2c, dict(env="Acrobot-v1", total_timesteps=150_000), -100),
+    "trpo CartPole-v1 150k (defaults)": (trpo, dict(total_timesteps=150_000), 475),
+    "trpo Pendulum-v1 96k": (trpo, dict(TRPO_PENDULUM, total_timesteps=96_000), -400),
     "ppo clip CartPole-v1 150k (defaults)": (ppo, dict(total_timesteps=150_000), 475),
     "ppo kl_penalty CartPole-v1 250k": (
         ppo, dict(variant="kl_penalty", total_timesteps=250_000), 450),
