@@ -71,13 +71,10 @@ class Config(BaseConfig):
 
     @property
     def num_updates(self) -> int:
-        return self.total_timesteps // self.steps_per_update
+        return self.num_updates_for(self.steps_per_update, "one rollout of every environment")
 
     def validate(self) -> None:
-        if self.total_timesteps < self.steps_per_update:
-            raise ValueError(
-                f"{self.algo} config field 'total_timesteps'={self.total_timesteps} is smaller "
-                f"than one update's rollout ({self.steps_per_update} env steps)")
+        self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
 
 
 @struct.dataclass

@@ -97,12 +97,9 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     env, env_params, spec = envs.make_env(cfg.env)
     cfg.check_action_space(spec.discrete, cfg.env)
     max_steps = spec.max_episode_steps
-    per_update = cfg.num_envs * (max_steps if cfg.mode == "batch" else cfg.num_steps)
-    num_updates = cfg.total_timesteps // per_update
-    if num_updates < 1:
-        raise ValueError(
-            f"actor_critic config field 'total_timesteps'={cfg.total_timesteps} is smaller than "
-            f"one update ({per_update} env steps in mode={cfg.mode!r})")
+    num_updates = cfg.num_updates_for(
+        cfg.num_envs * (max_steps if cfg.mode == "batch" else cfg.num_steps),
+        "num_envs * (the time limit in batch mode, num_steps online)")
     actor = Actor(spec, cfg.hidden_sizes, cfg.activation, cfg.log_std_init)
     critic = ValueCritic(cfg.hidden_sizes, cfg.activation, len(spec.obs_shape))
 

@@ -197,6 +197,22 @@ class BaseConfig:
                                  f"{self.algo}{static_note}{hint}; traceable: {', '.join(valid)}")
         return hparams
 
+    def num_updates_for(self, steps_per_update: int, what: str) -> int:
+        """total_timesteps // steps_per_update, or a ValueError if the budget does not cover one
+        update; ``what`` says what one update is made of."""
+        if self.total_timesteps < steps_per_update:
+            raise ValueError(
+                f"{self.algo} config field 'total_timesteps'={self.total_timesteps} is smaller "
+                f"than one update ({what} = {steps_per_update} env steps)")
+        return self.total_timesteps // steps_per_update
+
+    def check_divides(self, field: str, total: int, what: str) -> None:
+        """ValueError unless the integer field ``field`` divides ``total`` (``what``)."""
+        value = getattr(self, field)
+        if total % value:
+            raise ValueError(f"{self.algo} config field {field!r}={value} must divide {what} "
+                             f"= {total}")
+
     def initial_hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """This config's hyperparameters updated by a checked ``overrides`` dict, as float32
         arrays: what a trainer's ``init`` stores in the train state."""

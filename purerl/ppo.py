@@ -60,19 +60,13 @@ class Config(BaseConfig):
     kl_beta_init: float = hparam(1.0, check=positive, why="must be > 0")
 
     def validate(self) -> None:
-        batch = self.num_envs * self.num_steps
-        if batch % self.num_minibatches:
-            raise ValueError(
-                f"ppo config field 'num_minibatches'={self.num_minibatches} must divide "
-                f"num_envs * num_steps = {self.num_envs} * {self.num_steps} = {batch}")
-        if self.total_timesteps < batch:
-            raise ValueError(
-                f"ppo config field 'total_timesteps'={self.total_timesteps} is smaller than one "
-                f"rollout (num_envs * num_steps = {batch})")
+        self.check_divides("num_minibatches", self.num_envs * self.num_steps,
+                           "num_envs * num_steps")
+        self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
 
     @property
     def num_updates(self) -> int:
-        return self.total_timesteps // (self.num_envs * self.num_steps)
+        return self.num_updates_for(self.num_envs * self.num_steps, "num_envs * num_steps")
 
 
 class Params(NamedTuple):

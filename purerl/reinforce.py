@@ -127,11 +127,8 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     env, env_params, spec = envs.make_env(cfg.env)
     cfg.check_action_space(spec.discrete, cfg.env)
     max_steps = spec.max_episode_steps
-    num_updates = cfg.total_timesteps // (cfg.num_episodes * max_steps)
-    if num_updates < 1:
-        raise ValueError(
-            f"reinforce config field 'total_timesteps'={cfg.total_timesteps} is smaller than one "
-            f"update (num_episodes * max episode length = {cfg.num_episodes} * {max_steps})")
+    num_updates = cfg.num_updates_for(cfg.num_episodes * max_steps,
+                                      "num_episodes * the env's time limit")
     actor = Actor(spec, cfg.hidden_sizes, cfg.activation, cfg.log_std_init)
     critic = ValueCritic(cfg.hidden_sizes, cfg.activation, len(spec.obs_shape))
 

@@ -71,19 +71,13 @@ class Config(BaseConfig):
     gae_lambda: float = hparam(0.97, check=unit_interval, why="must be in [0, 1]")
 
     def validate(self) -> None:
-        batch = self.num_envs * self.num_steps
-        if batch % self.vf_minibatches:
-            raise ValueError(
-                f"trpo config field 'vf_minibatches'={self.vf_minibatches} must divide "
-                f"num_envs * num_steps = {batch}")
-        if self.total_timesteps < batch:
-            raise ValueError(
-                f"trpo config field 'total_timesteps'={self.total_timesteps} is smaller than one "
-                f"rollout (num_envs * num_steps = {batch})")
+        self.check_divides("vf_minibatches", self.num_envs * self.num_steps,
+                           "num_envs * num_steps")
+        self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
 
     @property
     def num_updates(self) -> int:
-        return self.total_timesteps // (self.num_envs * self.num_steps)
+        return self.num_updates_for(self.num_envs * self.num_steps, "num_envs * num_steps")
 
 
 class Params(NamedTuple):
