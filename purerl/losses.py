@@ -129,3 +129,36 @@ def explained_variance(predictions: jax.Array, targets: jax.Array,
 
     var_t = var(targets)
     return jnp.where(var_t > 0, 1.0 - var(targets - predictions) / var_t, jnp.nan)
+
+
+# ----------------------------------------------------------------------------- off-policy
+
+
+def huber(x: jax.Array, delta: float = 1.0) -> jax.Array:
+    """Elementwise Huber loss: x^2 / 2 for |x| <= delta, delta (|x| - delta / 2) beyond."""
+    abs_x = jnp.abs(x)
+    quadratic = jnp.minimum(abs_x, delta)
+    return 0.5 * quadratic**2 + delta * (abs_x - quadratic)
+
+
+def td_target(reward: jax.Array, terminated: jax.Array, next_value: jax.Array,
+              gamma: float) -> jax.Array:
+    """y = r + gamma (1 - terminated) v', with v' the target's value of the real next state (so
+    a truncated transition still bootstraps). Held constant (stop_gradient)."""
+    chex.assert_equal_shape([reward, terminated, next_value])
+    y = reward + gamma * (1.0 - terminated.astype(reward.dtype)) * next_value
+    return jax.lax.stop_gradient(y)
+
+
+def q_learning_target(reward: jax.Array, terminated: jax.Array, next_q_target: jax.Array,
+                      gamma: float, next_q_online: jax.Array | None = None) -> jax.Array:
+    """DQN's target y = r + gamma (1 - terminated) max_a' Q_target(s', a'); with
+    ``next_q_online``, double DQN's y = r + gamma (1 - terminated) Q_target(s', argmax_a'
+    Q_online(s', a')). Q arrays are ``[..., num_actions]``."""
+    if next_q_online is None:
+        next_value = next_q_target.max(-1)
+    else:
+        chex.assert_equal_shape([next_q_target, next_q_online])
+        best = jnp.argmax(next_q_online, -1)
+        next_value = jnp.take_along_axis(next_q_target, best[..., None], -1)[..., 0]
+    return td_target(reward, terminated, next_value, gamma)

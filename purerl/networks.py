@@ -138,3 +138,68 @@ def _policy_head(module: nn.Module, x: jax.Array):
     return TanhGaussian(mean, jnp.broadcast_to(log_std, mean.shape),
                         tuple(float(v) for v in spec.action_low),
                         tuple(float(v) for v in spec.action_high))
+
+
+class QNetwork(nn.Module):
+    """Q(s, .) for discrete actions, ``[..., num_actions]``. With ``dueling`` (Wang et al. 2016)
+    the head is V(s) + A(s, a) - mean_a' A(s, a')."""
+
+    num_actions: int
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    obs_ndim: int = 1
+    dueling: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = MLP(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
+        if not self.dueling:
+            return dense(self.num_actions, 1.0)(x)
+        value = dense(1, 1.0)(x)
+        advantage = dense(self.num_actions, 1.0)(x)
+        return value + advantage - advantage.mean(axis=-1, keepdims=True)
+
+
+class DeterministicActor(nn.Module):
+    """mu(s): a tanh output rescaled to the environment's action bounds (DDPG, TD3)."""
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = MLP(self.hidden_sizes, self.activation, len(self.spec.obs_shape))(obs)
+        unit = jnp.tanh(dense(self.spec.action_dim, 0.01)(x))
+        low = jnp.asarray(self.spec.action_low, jnp.float32)
+        high = jnp.asarray(self.spec.action_high, jnp.float32)
+        return low + (unit + 1.0) * 0.5 * (high - low)
+
+
+class QCritic(nn.Module):
+    """Q(s, a) for continuous actions: an MLP on the concatenated (flattened) observation and
+    action, a scalar per pair."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        if self.obs_ndim != 1:
+            obs = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
+        x = MLP(self.hidden_sizes, self.activation, 1)(jnp.concatenate([obs, action], -1))
+        return dense(1, 1.0)(x)[..., 0]
+
+
+class TwinQCritic(nn.Module):
+    """Two independent Q(s, a) critics (TD3, SAC); returns ``[2, ...]``."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        return jnp.stack([QCritic(self.hidden_sizes, self.activation, self.obs_ndim)(obs, action)
+                          for _ in range(2)])

@@ -122,3 +122,9 @@ def hessian_vector_product(fn: Callable[[Any], jax.Array], params: Any, v: Any) 
     """(d^2 fn / d params^2) v by forward-over-reverse autodiff (a JVP of the gradient): the
     cost of about two gradients, never the dense Hessian."""
     return jax.jvp(jax.grad(fn), (params,), (v,))[1]
+
+
+def polyak(target: Any, online: Any, tau) -> Any:
+    """Soft target update theta_target <- (1 - tau) theta_target + tau theta_online (seed 000
+    writes rho = 1 - tau)."""
+    return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)

@@ -118,6 +118,20 @@ def collect_episodes(env, env_params, policy: Policy, key: jax.Array, num_episod
     return out.traj, out.mask
 
 
+def step_transitions(env, env_params, key: jax.Array, state: envs.EnvState, action: jax.Array,
+                     stored_action: jax.Array | None = None
+                     ) -> tuple[envs.EnvState, Any, envs.Step]:
+    """One step of every environment for off-policy learning: ``(state, transitions, step)``
+    with ``transitions`` a batch of :class:`purerl.replay.Transition` (real next observation,
+    ``terminated`` not ``done``) ready for ``replay.add``. ``stored_action`` defaults to the
+    action sent to the environment."""
+    from purerl.replay import Transition
+
+    next_state, tr = envs.step(env, env_params, key, state, action)
+    stored = action if stored_action is None else stored_action
+    return next_state, Transition(state.obs, stored, tr.reward, tr.next_obs, tr.terminated), tr
+
+
 class EpisodeStats(NamedTuple):
     mean_return: jax.Array  # NaN when no episode ended
     count: jax.Array
