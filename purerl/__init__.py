@@ -19,6 +19,9 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "a3c": ("purerl.a3c", "discrete, continuous", "CartPole-v1"),
     "ppo": ("purerl.ppo", "discrete, continuous", "CartPole-v1"),
     "trpo": ("purerl.trpo", "discrete, continuous", "CartPole-v1"),
+    "dqn": ("purerl.dqn", "discrete", "CartPole-v1"),
+    "ddpg": ("purerl.ddpg", "continuous", "Pendulum-v1"),
+    "td3": ("purerl.td3", "continuous", "Pendulum-v1"),
 }
 
 
