@@ -34,6 +34,7 @@ from flax import struct
 from purerl import envs, losses, loop, optim, returns, rollout
 from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
                            unit_interval)
+from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic
 
 
@@ -66,11 +67,6 @@ class Config(BaseConfig):
 
 # Online mode takes many small steps: these settings solve CartPole-v1 in about 100k env steps.
 ONLINE = dict(mode="online", num_envs=32, num_steps=16, lr=3e-4, vf_lr=3e-3)
-
-
-class Params(NamedTuple):
-    actor: Any
-    critic: Any
 
 
 @struct.dataclass

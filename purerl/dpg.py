@@ -35,7 +35,7 @@ of the action half-range (high - low) / 2, i.e. of ``max_action`` for symmetric 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,7 @@ from purerl import envs, loop, noise, optim, replay, rollout
 from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
                            unit_interval)
 from purerl.losses import td_target
+from purerl.networks import ActorCriticParams as Params
 from purerl.networks import DeterministicActor, QCritic, TwinQCritic
 
 
@@ -94,11 +95,6 @@ class DPGConfig(BaseConfig):
     @property
     def num_updates(self) -> int:
         return self.num_updates_for(self.num_envs, "num_envs")
-
-
-class Params(NamedTuple):
-    actor: Any
-    critic: Any
 
 
 @struct.dataclass
@@ -311,10 +307,5 @@ def make_agent(cfg: DPGConfig, *, twin_critics: bool, target_smoothing: bool) ->
         eps = noise.gaussian(key, mu.shape, cfg.exploration_noise * half_range)
         return noise.perturb(mu, eps, low, high)
 
-    def evaluate(state: TrainState) -> jax.Array:
-        obs_norm = state.obs_norm if cfg.normalize_obs else None
-        return rollout.evaluate(
-            env, env_params, lambda obs: act(state.params, obs, obs_norm=obs_norm),
-            jax.random.fold_in(state.key, 0xE7A1), cfg.eval_episodes, spec.max_episode_steps)
-
+    evaluate = loop.make_evaluate(act, env, env_params, spec, cfg)
     return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)

@@ -251,12 +251,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             return jnp.argmax(q_values, -1).astype(jnp.int32)
         return epsilon_greedy(key, q_values, epsilon)
 
-    def evaluate(state: TrainState) -> jax.Array:
-        obs_norm = state.obs_norm if cfg.normalize_obs else None
-        return rollout.evaluate(
-            env, env_params, lambda obs: act(state.params, obs, obs_norm=obs_norm),
-            jax.random.fold_in(state.key, 0xE7A1), cfg.eval_episodes, spec.max_episode_steps)
-
+    evaluate = loop.make_evaluate(act, env, env_params, spec, cfg)
     return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)
 
 

@@ -60,7 +60,7 @@ def policy_act_and_evaluate(policy: Callable[[Any, jax.Array], Any], env, env_pa
     ``cfg.eval_episodes`` deterministic episodes, with a key derived from (but not advancing)
     the state's key.
     """
-    from purerl import envs, rollout  # loop is imported by the package root; keep it light
+    from purerl import envs  # loop is imported by the package root; keep it light
 
     def act(params, obs: jax.Array, key: jax.Array | None = None, deterministic: bool = True,
             obs_norm: Any = None) -> jax.Array:
@@ -69,13 +69,24 @@ def policy_act_and_evaluate(policy: Callable[[Any, jax.Array], Any], env, env_pa
         dist = policy(params, obs)
         return dist.env_action(dist.mode() if deterministic else dist.sample(key))
 
+    return act, make_evaluate(act, env, env_params, spec, cfg)
+
+
+def make_evaluate(act: Callable[..., jax.Array], env, env_params, spec, cfg
+                  ) -> Callable[[Any], jax.Array]:
+    """``evaluate(state)``: the mean return of ``cfg.eval_episodes`` episodes of
+    ``act(state.params, obs, obs_norm=...)`` (the trainer's deterministic action), with the
+    state's observation normaliser when ``cfg.normalize_obs`` and a key derived from (but not
+    advancing) the state's key."""
+    from purerl import rollout
+
     def evaluate(state) -> jax.Array:
         obs_norm = state.obs_norm if cfg.normalize_obs else None
         return rollout.evaluate(
             env, env_params, lambda obs: act(state.params, obs, obs_norm=obs_norm),
             jax.random.fold_in(state.key, 0xE7A1), cfg.eval_episodes, spec.max_episode_steps)
 
-    return act, evaluate
+    return evaluate
 
 
 def run_updates(agent: Agent, state: Any, start: jax.Array | int, length: int

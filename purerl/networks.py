@@ -7,7 +7,7 @@ on value outputs, zero biases.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -58,6 +58,14 @@ def orthogonal(gain: float = 1.0) -> Callable:
 
 def dense(features: int, gain: float) -> nn.Dense:
     return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros)
+
+
+class ActorCriticParams(NamedTuple):
+    """The parameters of a policy network and a separate critic network (each trainer imports
+    it as ``Params``)."""
+
+    actor: Any
+    critic: Any  # V(s), or Q(s, a) / twin Q(s, a) for the deterministic-policy trainers
 
 
 class MLP(nn.Module):

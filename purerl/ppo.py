@@ -26,6 +26,7 @@ from flax import struct
 from purerl import envs, losses, loop, optim, returns, rollout
 from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
                            unit_interval)
+from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic
 
 
@@ -67,11 +68,6 @@ class Config(BaseConfig):
     @property
     def num_updates(self) -> int:
         return self.num_updates_for(self.num_envs * self.num_steps, "num_envs * num_steps")
-
-
-class Params(NamedTuple):
-    actor: Any
-    critic: Any
 
 
 @struct.dataclass

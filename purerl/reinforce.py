@@ -22,7 +22,7 @@ steps on the L2 loss to the reward-to-go Q_t.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ from flax import struct
 from purerl import envs, losses, loop, optim, returns, rollout
 from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
                            unit_interval)
+from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic
 
 
@@ -71,14 +72,9 @@ class Config(BaseConfig):
         return self.baseline == "value"
 
 
-class Params(NamedTuple):
-    actor: Any
-    critic: Any  # unused (but present, so the state has one structure) without a value baseline
-
-
 @struct.dataclass
 class TrainState:
-    params: Params
+    params: Params  # the critic is initialised but unused without a value baseline
     actor_opt: Any
     critic_opt: Any
     obs_norm: envs.ObsNormState
