@@ -8,7 +8,7 @@ import pytest
 
 import purerl
 from purerl import a2c, a3c
-from test_ppo import assert_trees_close
+from test_ppo import assert_trees_close, assert_vmap_equals_single_runs
 
 SMALL = {"env": "CartPole-v1", "num_envs": 4, "t_max": 5, "total_timesteps": 4 * 5 * 6,
          "eval_every": 3, "eval_episodes": 2}
@@ -33,10 +33,7 @@ def test_same_key_same_result_and_vmap_equals_single_runs(module, request):
     keys = jax.random.split(jax.random.key(0), 3)
     state_b, metrics_b = purerl.jit(jax.vmap({"a2c": a2c, "a3c": a3c}[module].make_train(config)))(
         keys)
-    for i in range(3):
-        state_i, metrics_i = single(keys[i])
-        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], state_b.params), state_i.params)
-        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    assert_vmap_equals_single_runs(single, (state_b, metrics_b), keys)
     (s1, m1), (s2, m2) = single(keys[1]), single(keys[1])
     for x, y in zip(jax.tree.leaves((s1.params, s1.opt_state, m1)),
                     jax.tree.leaves((s2.params, s2.opt_state, m2))):

@@ -8,7 +8,7 @@ import pytest
 
 import purerl
 from purerl import actor_critic
-from test_ppo import assert_trees_close
+from test_ppo import assert_vmap_equals_single_runs
 
 SMALL_BATCH = dict(env="CartPole-v1", num_envs=3, total_timesteps=3 * 500 * 4, vf_iters=3,
                    eval_every=2, eval_episodes=2)
@@ -31,11 +31,7 @@ def test_vmap_equals_single_runs(cfg):
     train = actor_critic.make_train(cfg)
     keys = jax.random.split(jax.random.key(0), 2)
     state_b, metrics_b = purerl.jit(jax.vmap(train))(keys)
-    single = purerl.jit(train)
-    for i in range(2):
-        state_i, metrics_i = single(keys[i])
-        assert_trees_close(jax.tree.map(lambda x: x[i], state_b.params), state_i.params)
-        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    assert_vmap_equals_single_runs(purerl.jit(train), (state_b, metrics_b), keys)
     m = {k: np.asarray(v) for k, v in metrics_b.items()}
     for name in ["policy_loss", "value_loss", "entropy", "td_error", "episode_return",
                  "env_steps"]:

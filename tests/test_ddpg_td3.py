@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_ppo import assert_trees_close
+from test_ppo import assert_vmap_equals_single_runs
 
 import purerl
 from purerl import ddpg, dpg, loop, noise, td3
@@ -127,12 +127,8 @@ def test_vmap_over_seeds_equals_single_runs_and_chunked_runs(module, extra, chun
     train = module.make_train(config)
     keys = jax.random.split(jax.random.key(0), 3)
     state_b, metrics_b = purerl.jit(jax.vmap(train))(keys)
-    single = purerl.jit(train)
-    for i in range(3):
-        state_i, metrics_i = single(keys[i])
-        assert_trees_close(jax.tree.map(lambda x: x[i], (state_b.params, state_b.target)),
-                           (state_i.params, state_i.target))
-        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    assert_vmap_equals_single_runs(purerl.jit(train), (state_b, metrics_b), keys,
+                                   fields=("params", "target"))
     if chunked:  # run_chunked vmaps init, so the counters are batched there (cond -> select)
         chunks = [m for _, _, m in loop.run_chunked(module.make_agent(config), keys, chunk=40)]
         for k in metrics_b:

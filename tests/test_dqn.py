@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_ppo import assert_trees_close
+from test_ppo import assert_trees_close, assert_vmap_equals_single_runs
 
 import purerl
 from purerl import dqn, losses
@@ -66,12 +66,8 @@ def test_same_key_same_result_and_vmap_equals_single_runs(small_train):
     keys = jax.random.split(jax.random.key(0), 3)
     state_b, metrics_b = purerl.jit(jax.vmap(small_train))(keys)
     single = purerl.jit(small_train)
-    for i in range(3):
-        state_i, metrics_i = single(keys[i])
-        assert_trees_close(jax.tree.map(lambda x: x[i], state_b.params), state_i.params)
-        assert_trees_close(jax.tree.map(lambda x: x[i], state_b.target_params),
-                           state_i.target_params)
-        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    assert_vmap_equals_single_runs(single, (state_b, metrics_b), keys,
+                                   fields=("params", "target_params"))
     (s1, m1), (s2, m2) = single(keys[1]), single(keys[1])
     for x, y in zip(jax.tree.leaves((s1.params, s1.buffer, m1)),
                     jax.tree.leaves((s2.params, s2.buffer, m2))):

@@ -20,6 +20,18 @@ def assert_trees_close(a, b, rtol=1e-4, atol=1e-5):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
+def assert_vmap_equals_single_runs(single, batched, keys, fields=("params",)):
+    """The trainer contract: seed i of the vmapped run ``batched = (state, metrics)`` equals the
+    single run ``single(keys[i])`` on the state's ``fields`` and on every metric (to float32
+    rounding, see :func:`assert_trees_close`)."""
+    state_b, metrics_b = batched
+    for i in range(len(keys)):
+        state_i, metrics_i = single(keys[i])
+        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], [getattr(state_b, f) for f in fields]),
+                           [getattr(state_i, f) for f in fields])
+        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+
+
 @pytest.fixture(scope="module")
 def small_train():
     return ppo.make_train(SMALL)
@@ -29,10 +41,7 @@ def test_same_key_same_result_and_vmap_equals_single_runs(small_train):
     keys = jax.random.split(jax.random.key(0), 3)
     state_b, metrics_b = purerl.jit(jax.vmap(small_train))(keys)
     single = purerl.jit(small_train)
-    for i in range(3):
-        state_i, metrics_i = single(keys[i])
-        assert_trees_close(jax.tree.map(lambda x: x[i], state_b.params), state_i.params)
-        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    assert_vmap_equals_single_runs(single, (state_b, metrics_b), keys)
     (s1, m1), (s2, m2) = single(keys[1]), single(keys[1])
     for x, y in zip(jax.tree.leaves((s1.params, s1.opt_state, m1)),
                     jax.tree.leaves((s2.params, s2.opt_state, m2))):

@@ -8,7 +8,7 @@ import pytest
 
 import purerl
 from purerl import reinforce, returns, rollout
-from test_ppo import assert_trees_close
+from test_ppo import assert_vmap_equals_single_runs
 
 SMALL = dict(env="CartPole-v1", num_episodes=3, total_timesteps=3 * 500 * 4, vf_iters=3,
              eval_every=2, eval_episodes=2)
@@ -112,11 +112,7 @@ def small_train():
 def test_vmap_equals_single_runs_and_metrics(small_train):
     keys = jax.random.split(jax.random.key(0), 2)
     state_b, metrics_b = purerl.jit(jax.vmap(small_train))(keys)
-    single = purerl.jit(small_train)
-    for i in range(2):
-        state_i, metrics_i = single(keys[i])
-        assert_trees_close(jax.tree.map(lambda x: x[i], state_b.params), state_i.params)
-        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    assert_vmap_equals_single_runs(purerl.jit(small_train), (state_b, metrics_b), keys)
     m = {k: np.asarray(v) for k, v in metrics_b.items()}
     # every update completes exactly num_episodes episodes; env_steps counts their real steps
     np.testing.assert_array_equal(m["episode_count"], 3)

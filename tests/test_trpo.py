@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 import purerl
 from purerl import envs, optim, trpo
 from purerl.networks import Actor
-from test_ppo import assert_trees_close
+from test_ppo import assert_vmap_equals_single_runs
 
 SMALL = dict(env="CartPole-v1", num_envs=4, num_steps=32, total_timesteps=4 * 32 * 6,
              vf_minibatches=4, vf_epochs=2, eval_every=3, eval_episodes=2)
@@ -103,11 +103,7 @@ def small_run():
 
 def test_vmap_equals_single_runs(small_run):
     train, keys, (state_b, metrics_b) = small_run
-    single = purerl.jit(train)
-    for i in range(2):
-        state_i, metrics_i = single(keys[i])
-        assert_trees_close(jax.tree.map(lambda x: x[i], state_b.params), state_i.params)
-        assert_trees_close({k: v[i] for k, v in metrics_b.items()}, metrics_i)
+    assert_vmap_equals_single_runs(purerl.jit(train), (state_b, metrics_b), keys)
 
 
 def test_every_accepted_update_stays_in_the_trust_region():
