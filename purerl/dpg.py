@@ -280,9 +280,7 @@ def make_agent(cfg: DPGConfig, *, twin_critics: bool, target_smoothing: bool) ->
                                           learn, skip, carry)
         params, target, actor_opt, critic_opt, grad_count = carry
 
-        stats = rollout.episode_stats(rollout.Trajectory(
-            transitions.obs, action, step.reward, step.terminated, step.truncated,
-            step.next_obs, step.completed_return))
+        stats = rollout.episode_stats(step)
         metrics.update(
             episode_return=stats.mean_return,
             episode_count=stats.count,

@@ -224,13 +224,11 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         params, target_params, opt_state, grad_step = jax.tree.map(
             lambda n, o: jnp.where(learning, n, o), new, old)
 
-        done = step.terminated | step.truncated
-        count = done.sum()
-        total = jnp.sum(jnp.where(done, step.completed_return, 0.0))
+        stats = rollout.episode_stats(step)
         metrics = jax.tree.map(jnp.mean, info)
         metrics.update(
-            episode_return=jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan),
-            episode_count=count,
+            episode_return=stats.mean_return,
+            episode_count=stats.count,
             epsilon=jnp.asarray(epsilon, jnp.float32),
             lr=jnp.asarray(lr, jnp.float32),
             env_steps=env_steps,

@@ -137,10 +137,12 @@ class EpisodeStats(NamedTuple):
     count: jax.Array
 
 
-def episode_stats(traj: Trajectory, mask: jax.Array | None = None) -> EpisodeStats:
+def episode_stats(traj: Trajectory | envs.Step, mask: jax.Array | None = None) -> EpisodeStats:
     """Mean return of the episodes that ended in ``traj`` (on unmasked steps) and how many there
-    were."""
-    done = traj.done if mask is None else traj.done & mask
+    were. ``traj`` is anything with ``terminated``, ``truncated`` and ``completed_return``: a
+    :class:`Trajectory`, or the :class:`purerl.envs.Step` of one batched environment step."""
+    done = traj.terminated | traj.truncated
+    done = done if mask is None else done & mask
     count = done.sum()
     total = jnp.sum(jnp.where(done, traj.completed_return, 0.0))
     return EpisodeStats(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan), count)
