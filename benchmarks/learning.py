@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 import purerl
-from purerl import a2c, a3c, actor_critic, ddpg, dqn, ppo, reinforce, td3, trpo
+from purerl import a2c, a3c, actor_critic, ddpg, dqn, ppo, reinforce, sac, td3, trpo
 
 PENDULUM = dict(env="Pendulum-v1", total_timesteps=150_000, num_envs=8, num_steps=256,
                 update_epochs=10, num_minibatches=32, gamma=0.9, lr=1e-3, ent_coef=0.0,
@@ -47,6 +47,9 @@ CHECKS = {
     "dqn CartPole-v1 100k (defaults)": (dqn, dict(total_timesteps=100_000), 400),
     "ddpg Pendulum-v1 20k (defaults)": (ddpg, dict(total_timesteps=20_000), -250),
     "td3 Pendulum-v1 20k (defaults)": (td3, dict(total_timesteps=20_000), -250),
+    "sac Pendulum-v1 15k (defaults)": (sac, dict(total_timesteps=15_000), -200),
+    "sac value network Pendulum-v1 15k": (sac, dict(value_network=True), -250),
+    "sac discrete CartPole-v1 30k (sac.DISCRETE)": (sac, sac.DISCRETE, 400),
 }
 
 

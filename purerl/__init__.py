@@ -22,6 +22,7 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "dqn": ("purerl.dqn", "discrete", "CartPole-v1"),
     "ddpg": ("purerl.ddpg", "continuous", "Pendulum-v1"),
     "td3": ("purerl.td3", "continuous", "Pendulum-v1"),
+    "sac": ("purerl.sac", "discrete, continuous", "Pendulum-v1"),
 }
 
 

@@ -23,26 +23,32 @@ C = TypeVar("C", bound="BaseConfig")
 
 _HPARAM = "purerl_hparam"
 _CONTINUOUS_ONLY = "purerl_continuous_only"
+_DISCRETE_ONLY = "purerl_discrete_only"
 
 
-def hparam(default: float, *, check: Callable[[float], bool] | None = None, why: str = "") -> Any:
+def hparam(default: float, *, check: Callable[[float], bool] | None = None, why: str = "",
+           continuous_only: bool = False, discrete_only: bool = False) -> Any:
     """A numeric hyperparameter that may be traced (vmapped over) at run time.
 
     ``check`` validates concrete values (tracers are accepted unchecked); ``why`` describes the
-    valid range in the error message.
+    valid range in the error message. ``continuous_only`` / ``discrete_only``: see
+    :func:`static`.
     """
-    return dataclasses.field(default=default, metadata={_HPARAM: True, "check": check, "why": why})
+    return dataclasses.field(default=default, metadata={
+        _HPARAM: True, "check": check, "why": why, _CONTINUOUS_ONLY: continuous_only,
+        _DISCRETE_ONLY: discrete_only})
 
 
 def static(default: Any, *, check: Callable[[Any], bool] | None = None, why: str = "",
-           continuous_only: bool = False) -> Any:
-    """A static field. ``continuous_only`` fields may only differ from their default on
-    environments with continuous actions."""
+           continuous_only: bool = False, discrete_only: bool = False) -> Any:
+    """A static field. ``continuous_only`` (``discrete_only``) fields may only differ from their
+    default on environments with continuous (discrete) actions, where they have an effect."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("static defaults must be immutable (use a tuple)")
     return dataclasses.field(
         default=default,
-        metadata={"check": check, "why": why, _CONTINUOUS_ONLY: continuous_only},
+        metadata={"check": check, "why": why, _CONTINUOUS_ONLY: continuous_only,
+                  _DISCRETE_ONLY: discrete_only},
     )
 
 
@@ -222,11 +228,60 @@ class BaseConfig:
         return {k: jnp.asarray(v, jnp.float32) for k, v in merged.items()}
 
     def check_action_space(self, discrete: bool, env_name: str) -> None:
-        """Reject continuous-only options set on a discrete environment."""
-        if not discrete:
-            return
+        """Reject continuous-only options set on a discrete environment and discrete-only ones
+        set on a continuous environment (they would be silently ignored)."""
+        only, kind, other = ((_CONTINUOUS_ONLY, "continuous", "discrete") if discrete
+                             else (_DISCRETE_ONLY, "discrete", "continuous"))
         for f in dataclasses.fields(self):
-            if f.metadata.get(_CONTINUOUS_ONLY) and getattr(self, f.name) != f.default:
+            value = getattr(self, f.name)
+            if f.metadata.get(only) and value != f.default:
                 raise ValueError(
-                    f"{self.algo} config field {f.name!r}={getattr(self, f.name)!r} only applies "
-                    f"to continuous actions, but {env_name} has discrete actions; remove it")
+                    f"{self.algo} config field {f.name!r}={value!r} only applies to {kind} "
+                    f"actions, but {env_name} has {other} actions; remove it")
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicyConfig(BaseConfig):
+    """Fields of the replay-buffer trainers (DQN, DDPG, TD3, SAC). One update steps each of the
+    ``num_envs`` environments once, adds the transitions to the buffer and then, once
+    ``learning_starts`` env steps are stored, takes ``num_gradient_steps`` gradient steps on
+    minibatches of ``batch_size``: the update-to-data ratio is ``num_gradient_steps /
+    num_envs`` (:attr:`utd`)."""
+
+    num_envs: int = static(1, check=positive, why="must be > 0")
+    buffer_size: int = static(1_000_000, check=positive, why="must be > 0")
+    batch_size: int = static(128, check=positive, why="must be > 0")
+    learning_starts: int = static(1_000, check=non_negative,
+                                  why="must be >= 0 (env steps before the first gradient step)")
+    num_gradient_steps: int = static(1, check=positive,
+                                     why="must be > 0 (gradient steps per update)")
+
+    def validate(self) -> None:
+        if self.buffer_size < self.num_envs:
+            raise ValueError(f"{self.algo} config field 'buffer_size'={self.buffer_size} must be "
+                             f">= num_envs = {self.num_envs} (one update adds num_envs "
+                             "transitions)")
+        self.num_updates  # noqa: B018 -- raises if the budget is below one env step per env
+
+    @property
+    def num_updates(self) -> int:
+        return self.num_updates_for(self.num_envs, "num_envs")
+
+    @property
+    def buffer_capacity(self) -> int:
+        """Slots to allocate: ``buffer_size``, or fewer when the run stores fewer transitions."""
+        return min(self.buffer_size, self.num_updates * self.num_envs)
+
+    @property
+    def utd(self) -> float:
+        """Update-to-data ratio: gradient steps per env step."""
+        return self.num_gradient_steps / self.num_envs
+
+    def learning(self, update_step: Any) -> Any:
+        """Whether update ``update_step`` (0-based) takes its gradient steps: once the buffer
+        holds ``learning_starts`` transitions after this update's add, i.e.
+        (update_step + 1) num_envs >= learning_starts. A Python ``True`` when every update
+        learns; otherwise a traced boolean that depends only on the counter."""
+        if self.learning_starts <= self.num_envs:
+            return True
+        return (update_step + 1) * self.num_envs >= self.learning_starts

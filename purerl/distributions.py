@@ -61,7 +61,8 @@ class TanhGaussian:
     """A diagonal Gaussian u ~ N(mean, exp(log_std)^2) squashed to the env's bounds.
 
     The sample kept for learning is the pre-squash ``u``; the environment receives
-    a = low + (tanh(u) + 1)(high - low)/2. ``log_prob(u)`` is the log-density of that env action,
+    a = low + (tanh(u) + 1)(high - low)/2. ``log_prob(u)`` is the log-density of that env action
+    (``squashed_log_prob(u)`` that of the unit action tanh(u), without the last term),
 
         log pi(a|s) = log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2) - sum_i log((high-low)/2),
 
@@ -83,11 +84,16 @@ class TanhGaussian:
         z = (u - self.mean) * jnp.exp(-self.log_std)
         return jnp.sum(-0.5 * z**2 - self.log_std - 0.5 * _LOG_2PI, axis=-1)
 
-    def log_prob(self, u: jax.Array) -> jax.Array:
+    def squashed_log_prob(self, u: jax.Array) -> jax.Array:
+        """log-density of the unit action tanh(u) in (-1, 1)^d:
+        log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2), finite for any u (no atanh)."""
         log_det_tanh = jnp.sum(2.0 * (_LOG_2 - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+        return self.gaussian_log_prob(u) - log_det_tanh
+
+    def log_prob(self, u: jax.Array) -> jax.Array:
         half_range = 0.5 * (jnp.asarray(self.high) - jnp.asarray(self.low))
         log_det_scale = jnp.sum(jnp.log(half_range) * jnp.ones_like(u), axis=-1)
-        return self.gaussian_log_prob(u) - log_det_tanh - log_det_scale
+        return self.squashed_log_prob(u) - log_det_scale
 
     def entropy(self) -> jax.Array:
         return jnp.sum(jnp.broadcast_to(self.log_std, self.mean.shape) + 0.5 * (_LOG_2PI + 1.0),

@@ -43,7 +43,7 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, noise, optim, replay, rollout
-from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
+from purerl.config import (OffPolicyConfig, hparam, non_negative, one_of, positive, static,
                            unit_interval)
 from purerl.losses import td_target
 from purerl.networks import ActorCriticParams as Params
@@ -51,7 +51,7 @@ from purerl.networks import DeterministicActor, QCritic, TwinQCritic
 
 
 @dataclasses.dataclass(frozen=True)
-class DPGConfig(BaseConfig):
+class DPGConfig(OffPolicyConfig):
     """Fields DDPG and TD3 share; each trainer's Config sets its algorithm name and defaults.
 
     The defaults (seed 004's settings with 64x64 relu networks and batch 128) learn
@@ -67,13 +67,6 @@ class DPGConfig(BaseConfig):
     eval_every: int = static(5_000, check=non_negative,
                              why="must be >= 0 (0 evaluates only after the last update)")
 
-    num_envs: int = static(1, check=positive, why="must be > 0")
-    buffer_size: int = static(1_000_000, check=positive, why="must be > 0")
-    batch_size: int = static(128, check=positive, why="must be > 0")
-    learning_starts: int = static(1_000, check=non_negative,
-                                  why="must be >= 0 (env steps before the first gradient step)")
-    num_gradient_steps: int = static(1, check=positive,
-                                     why="must be > 0 (gradient steps per update)")
     policy_delay: int = static(1, check=positive, why="must be > 0")
     random_warmup: bool = static(True)
     exploration: str = static("gaussian", check=one_of("gaussian", "ou"),
@@ -88,13 +81,6 @@ class DPGConfig(BaseConfig):
         why="must be >= 0 (Gaussian std / OU sigma, a fraction of the action half-range)")
     ou_theta: float = hparam(0.15, check=positive, why="must be > 0")
     ou_dt: float = hparam(1e-2, check=positive, why="must be > 0")
-
-    def validate(self) -> None:
-        self.num_updates  # noqa: B018 -- raises if the budget is below one env step per env
-
-    @property
-    def num_updates(self) -> int:
-        return self.num_updates_for(self.num_envs, "num_envs")
 
 
 @struct.dataclass
@@ -149,12 +135,6 @@ def make_agent(cfg: DPGConfig, *, twin_critics: bool, target_smoothing: bool) ->
     high = jnp.asarray(spec.action_high, jnp.float32)
     half_range = (high - low) / 2.0
     action_shape = (cfg.num_envs,) + tuple(spec.action_shape)
-    capacity = min(cfg.buffer_size, cfg.num_updates * cfg.num_envs)
-    if capacity < cfg.num_envs:
-        raise ValueError(f"{cfg.algo} config field 'buffer_size'={cfg.buffer_size} must be >= "
-                         f"num_envs={cfg.num_envs}")
-    # first update whose gradient steps run: (update_step + 1) * num_envs >= learning_starts
-    first_learning_update = max(0, -(-cfg.learning_starts // cfg.num_envs) - 1)
 
     def q1(critic_params, obs, action):
         """Q_1(s, a) alone (the actor's objective), without evaluating a twin."""
@@ -177,7 +157,7 @@ def make_agent(cfg: DPGConfig, *, twin_critics: bool, target_smoothing: bool) ->
             target=params,
             actor_opt=optim.adam(1.0).init(params.actor),
             critic_opt=optim.adam(1.0).init(params.critic),
-            buffer=replay.init(capacity, example),
+            buffer=replay.init(cfg.buffer_capacity, example),
             env_state=envs.reset(env, env_params, env_key, cfg.num_envs),
             ou_state=noise.ou_init(action_shape),
             obs_norm=envs.obs_norm_init(spec.obs_shape),
@@ -203,9 +183,8 @@ def make_agent(cfg: DPGConfig, *, twin_critics: bool, target_smoothing: bool) ->
             eps = noise.gaussian(noise_key, action_shape, noise_scale)
         action = noise.perturb(mu, eps, low, high)
         if cfg.random_warmup and cfg.learning_starts > 0:
-            uniform = jax.random.uniform(warmup_key, action_shape, minval=low, maxval=high)
             action = jnp.where(state.update_step * cfg.num_envs < cfg.learning_starts,
-                               uniform, action)
+                               envs.random_action(spec, warmup_key, cfg.num_envs), action)
         env_state, transitions, step = rollout.step_transitions(
             env, env_params, env_key, state.env_state, action)
         if cfg.exploration == "ou":
@@ -261,23 +240,8 @@ def make_agent(cfg: DPGConfig, *, twin_critics: bool, target_smoothing: bool) ->
             return (params, target, actor_opt, critic_opt, count + 1), info
 
         carry = (state.params, state.target, state.actor_opt, state.critic_opt, state.grad_step)
-
-        def learn(carry):
-            carry, info = jax.lax.scan(grad_step, carry,
-                                       jax.random.split(learn_key, cfg.num_gradient_steps))
-            return carry, {"q_mean": info["q_mean"].mean(), "td_error": info["td_error"].mean(),
-                           "critic_loss": info["critic_loss"].mean(),
-                           "actor_loss": jnp.nanmean(info["actor_loss"])}
-
-        def skip(carry):
-            nan = jnp.asarray(jnp.nan, jnp.float32)
-            return carry, {"q_mean": nan, "td_error": nan, "critic_loss": nan, "actor_loss": nan}
-
-        if first_learning_update == 0:
-            carry, metrics = learn(carry)
-        else:
-            carry, metrics = jax.lax.cond(state.update_step >= first_learning_update,
-                                          learn, skip, carry)
+        carry, metrics = optim.gradient_steps(grad_step, carry, learn_key, cfg.num_gradient_steps,
+                                              cfg.learning(state.update_step))
         params, target, actor_opt, critic_opt, grad_count = carry
 
         stats = rollout.episode_stats(step)

@@ -17,15 +17,13 @@ theta_target <- (1 - tau) theta_target + tau theta; ``tau = 1`` is the classic h
 Exploration: epsilon decays linearly from ``epsilon_start`` to ``epsilon_end`` over the first
 ``exploration_fraction`` of ``total_timesteps`` env steps, then stays at ``epsilon_end``.
 
-``learning_starts``: until the buffer has received that many env steps, the update still runs
-its gradient steps (so the compiled program has one shape of work under ``vmap``) but discards
-them -- parameters, optimiser state, target network and the gradient-step counter are selected
-back with one tree-level ``jnp.where``.
+``learning_starts``: until the buffer has received that many env steps, updates take no gradient
+steps (``optim.gradient_steps`` behind a ``lax.cond`` on the update counter, which stays a branch
+under ``vmap(train)``).
 
 Metrics besides the common ones: ``q_mean`` (mean Q(s, a) of the sampled minibatches),
-``td_error`` (mean |y - Q(s, a)|), ``loss``, ``epsilon`` (used for this update's env step),
-``lr``; the TD metrics are those of the (possibly discarded) gradient steps of the update.
-Discrete action spaces only.
+``td_error`` (mean |y - Q(s, a)|), ``loss`` (NaN on warm-up updates), ``epsilon`` (used for this
+update's env step), ``lr``. Discrete action spaces only.
 """
 
 from __future__ import annotations
@@ -39,13 +37,13 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, replay, rollout
-from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
+from purerl.config import (OffPolicyConfig, hparam, non_negative, one_of, positive, static,
                            unit_interval)
 from purerl.networks import QNetwork
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(OffPolicyConfig):
     """DQN hyperparameters. The defaults learn CartPole-v1 in 100k env steps (0.5 gradient steps
     of batch 64 per env step): final deterministic evaluation 500 on 17 of 20 seeds tried, mean
     469 (the others 343, 342 and 203)."""
@@ -64,7 +62,6 @@ class Config(BaseConfig):
                                      why="must be > 0 (gradient steps per update)")
     batch_size: int = static(64, check=positive, why="must be > 0")
     buffer_size: int = static(50_000, check=positive, why="must be > 0")
-    learning_starts: int = static(1_000, check=non_negative, why="must be >= 0 (env steps)")
     target_update_every: int = static(256, check=positive,
                                       why="must be > 0 (gradient steps between target updates)")
     double_dqn: bool = static(True)
@@ -81,16 +78,6 @@ class Config(BaseConfig):
     exploration_fraction: float = hparam(0.16, check=unit_interval, why="must be in [0, 1]")
     max_grad_norm: float = hparam(10.0, check=positive, why="must be > 0")
     huber_delta: float = hparam(1.0, check=positive, why="must be > 0")
-
-    def validate(self) -> None:
-        if self.buffer_size < self.num_envs:
-            raise ValueError(f"{self.algo} config field 'buffer_size'={self.buffer_size} must be "
-                             f">= num_envs = {self.num_envs}")
-        self.num_updates  # noqa: B018 -- raises if the budget is below one env step per env
-
-    @property
-    def num_updates(self) -> int:
-        return self.num_updates_for(self.num_envs, "num_envs")
 
 
 @struct.dataclass
@@ -150,7 +137,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             params=params,
             target_params=params,
             opt_state=optim.adam(1.0, 1.0).init(params),
-            buffer=replay.init(cfg.buffer_size, example),
+            buffer=replay.init(cfg.buffer_capacity, example),
             env_state=envs.reset(env, env_params, env_key, cfg.num_envs),
             obs_norm=envs.obs_norm_init(spec.obs_shape),
             key=key,
@@ -217,15 +204,13 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
                                                                 t), target_params, params)
             return (params, target_params, opt_state, grad_step), info
 
-        old = (state.params, state.target_params, state.opt_state, state.grad_step)
-        new, info = jax.lax.scan(gradient_step, old,
-                                 jax.random.split(learn_key, cfg.num_gradient_steps))
-        learning = env_steps >= cfg.learning_starts
-        params, target_params, opt_state, grad_step = jax.tree.map(
-            lambda n, o: jnp.where(learning, n, o), new, old)
+        carry = (state.params, state.target_params, state.opt_state, state.grad_step)
+        (params, target_params, opt_state, grad_step), info = optim.gradient_steps(
+            gradient_step, carry, learn_key, cfg.num_gradient_steps,
+            cfg.learning(state.update_step))
 
         stats = rollout.episode_stats(step)
-        metrics = jax.tree.map(jnp.mean, info)
+        metrics = dict(info)
         metrics.update(
             episode_return=stats.mean_return,
             episode_count=stats.count,

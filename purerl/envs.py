@@ -182,6 +182,16 @@ def normalizer(state: ObsNormState | None) -> Callable[[jax.Array], jax.Array]:
 # ---------------------------------------------------------------------------- actions
 
 
+def random_action(spec: EnvSpec, key: chex.PRNGKey, num_envs: int) -> jax.Array:
+    """One uniformly random action per environment: an int in [0, num_actions) for discrete
+    spaces, uniform in [low, high] for continuous ones (off-policy warm-up)."""
+    if spec.discrete:
+        return jax.random.randint(key, (num_envs,), 0, spec.num_actions).astype(jnp.int32)
+    return jax.random.uniform(key, (num_envs,) + tuple(spec.action_shape),
+                              minval=jnp.asarray(spec.action_low),
+                              maxval=jnp.asarray(spec.action_high))
+
+
 def scale_action(unit_action: jax.Array, low, high) -> jax.Array:
     """Map an action in [-1, 1]^d to the bounds [low, high]: low + (a + 1)(high - low) / 2."""
     low, high = jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32)

@@ -162,3 +162,31 @@ def q_learning_target(reward: jax.Array, terminated: jax.Array, next_q_target: j
         best = jnp.argmax(next_q_online, -1)
         next_value = jnp.take_along_axis(next_q_target, best[..., None], -1)[..., 0]
     return td_target(reward, terminated, next_value, gamma)
+
+
+# ----------------------------------------------------------------------------- maximum entropy
+
+
+def soft_value(q: jax.Array, log_prob: jax.Array, alpha) -> jax.Array:
+    """The one-sample soft state value V(s) ~ Q(s, a) - alpha log pi(a|s), a ~ pi(.|s) (seed
+    003's soft value function). SAC's actor loss is -E[V], the soft Q target bootstraps from
+    r + gamma (1 - terminated) V(s') with target critics, and the 2018 value network regresses
+    to it."""
+    chex.assert_equal_shape([q, log_prob])
+    return q - alpha * log_prob
+
+
+def expected_soft_value(q: jax.Array, log_probs: jax.Array, alpha) -> jax.Array:
+    """V(s) = sum_a pi(a|s) [Q(s, a) - alpha log pi(a|s)], exact for a categorical policy
+    (discrete SAC); ``q`` and ``log_probs`` are ``[..., num_actions]``."""
+    chex.assert_equal_shape([q, log_probs])
+    return jnp.sum(jnp.exp(log_probs) * (q - alpha * log_probs), axis=-1)
+
+
+def temperature_loss(log_alpha: jax.Array, entropy: jax.Array, target_entropy) -> jax.Array:
+    """J(alpha) = E[alpha (H - H_target)] with alpha = exp(log_alpha) and H held constant: the
+    automatic temperature adjustment of SAC (Haarnoja et al. 2018b), E[-alpha log pi(a|s) -
+    alpha H_target] with the one-sample entropy H = -log pi(a|s) or the exact entropy of a
+    categorical policy. d J / d log_alpha = alpha E[H - H_target], so gradient descent raises
+    alpha while the policy's entropy is below the target and lowers it while above."""
+    return jnp.exp(log_alpha) * jnp.mean(jax.lax.stop_gradient(entropy) - target_entropy)

@@ -148,6 +148,29 @@ def _policy_head(module: nn.Module, x: jax.Array):
                         tuple(float(v) for v in spec.action_high))
 
 
+class SquashedGaussianActor(nn.Module):
+    """pi(.|s) for SAC: a tanh-squashed diagonal Gaussian (rescaled to the env's bounds) whose
+    mean and log-std are both outputs of the network. The log-std is mapped smoothly into
+    [log_std_min, log_std_max] (tanh, not a clip, so its gradient never vanishes at a bound)."""
+
+    spec: EnvSpec
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> TanhGaussian:
+        x = MLP(self.hidden_sizes, self.activation, len(self.spec.obs_shape))(obs)
+        d = self.spec.action_dim
+        mean = dense(d, 0.01)(x)
+        raw_log_std = dense(d, 0.01)(x)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+            jnp.tanh(raw_log_std) + 1.0)
+        return TanhGaussian(mean, log_std, tuple(float(v) for v in self.spec.action_low),
+                            tuple(float(v) for v in self.spec.action_high))
+
+
 class QNetwork(nn.Module):
     """Q(s, .) for discrete actions, ``[..., num_actions]``. With ``dueling`` (Wang et al. 2016)
     the head is V(s) + A(s, a) - mean_a' A(s, a')."""
@@ -211,3 +234,18 @@ class TwinQCritic(nn.Module):
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         return jnp.stack([QCritic(self.hidden_sizes, self.activation, self.obs_ndim)(obs, action)
                           for _ in range(2)])
+
+
+class TwinQNetwork(nn.Module):
+    """Two independent Q(s, .) networks for discrete actions (discrete SAC); returns
+    ``[2, ..., num_actions]``."""
+
+    num_actions: int
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return jnp.stack([QNetwork(self.num_actions, self.hidden_sizes, self.activation,
+                                   self.obs_ndim)(obs) for _ in range(2)])

@@ -80,6 +80,34 @@ def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, Any]], carry: Any, ba
     return jax.lax.scan(epoch, carry, jax.random.split(key, num_epochs))
 
 
+def gradient_steps(step: Callable[[Any, jax.Array], tuple[Any, Any]], carry: Any,
+                   key: jax.Array, num_steps: int, active: bool | jax.Array = True
+                   ) -> tuple[Any, Any]:
+    """``num_steps`` calls of ``step(carry, key) -> (carry, info)`` in a ``lax.scan`` (keys
+    split from ``key``); returns ``(carry, info)`` with every info leaf averaged over the steps
+    ignoring NaNs (a step may report NaN for a part it skipped, e.g. a delayed actor update).
+
+    With ``active`` false nothing runs: ``carry`` is returned unchanged and every info leaf is
+    NaN. ``active`` is a ``lax.cond`` predicate; when it depends only on counters that are the
+    same for every seed (the off-policy warm-up), it stays unbatched under ``vmap(train)``, the
+    cond stays a branch and a skipped update costs no gradient work. (Where it is batched, JAX
+    evaluates both branches and selects, with the same result.)
+    """
+
+    def run(carry):
+        carry, info = jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+        return carry, jax.tree.map(lambda x: jnp.nanmean(x, axis=0), info)
+
+    if active is True:
+        return run(carry)
+
+    def skip(carry):
+        shapes = jax.eval_shape(run, carry)[1]
+        return carry, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+
+    return jax.lax.cond(active, run, skip, carry)
+
+
 def _vdot(a: Any, b: Any) -> jax.Array:
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
