@@ -12,6 +12,7 @@ from test_ppo import assert_vmap_equals_single_runs
 
 import purerl
 from purerl import losses, sac
+from purerl.cli import main
 from purerl.distributions import Categorical, TanhGaussian
 
 SMALL = dict(env="Pendulum-v1", total_timesteps=240, num_envs=2, learning_starts=60,
@@ -240,6 +241,26 @@ def test_act_is_the_mode_or_a_sample_within_the_bounds():
     sample = agent.act(state.params, obs, jax.random.key(2), deterministic=False)
     assert sample.shape == (5, 1) and not np.allclose(sample, mode)
     assert np.all(np.abs(np.asarray(sample)) <= 2.0)
+
+
+def test_cli_trains_and_lists_sac(tmp_path, capsys):
+    """``purerl train sac`` runs through loop.run_chunked (a vmapped init, so the warm-up
+    counter is batched and the gradient-step cond becomes a select) and ``purerl list`` shows
+    SAC with both action spaces."""
+    args = ["train", "sac", "--env", "CartPole-v1", "--total-timesteps", "240", "--seeds", "2",
+            "--out", str(tmp_path), "--name", "s"]
+    for key, value in SMALL_DISCRETE.items():
+        if isinstance(value, tuple):
+            value = ",".join(map(str, value))
+        if key not in ("env", "total_timesteps"):
+            args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "final alpha" in out and "final entropy" in out
+    assert (tmp_path / "s" / "metrics.csv").is_file()
+    assert main(["list"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("sac"))
+    assert "discrete, continuous" in line and "Pendulum-v1" in line
 
 
 # ----------------------------------------------------------------------------- config errors
