@@ -52,6 +52,17 @@ def static(default: Any, *, check: Callable[[Any], bool] | None = None, why: str
     )
 
 
+def redefault(name: str, default: Any) -> Any:
+    """Field ``name`` of :class:`BaseConfig` or :class:`OffPolicyConfig` with a new default and
+    the same checks, for a trainer's Config that only changes the default:
+    ``activation: str = redefault("activation", "relu")``."""
+    for cls in (OffPolicyConfig, BaseConfig):
+        f = cls.__dataclass_fields__.get(name)
+        if f is not None:
+            return dataclasses.field(default=default, metadata=f.metadata)
+    raise KeyError(f"no shared config field {name!r} to give a new default")
+
+
 def positive(x) -> bool:
     return x > 0
 

@@ -43,8 +43,8 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, noise, optim, replay, rollout
-from purerl.config import (OffPolicyConfig, hparam, non_negative, one_of, positive, static,
-                           unit_interval)
+from purerl.config import (OffPolicyConfig, hparam, non_negative, one_of, positive, redefault,
+                           static, unit_interval)
 from purerl.losses import td_target
 from purerl.networks import ActorCriticParams as Params
 from purerl.networks import DeterministicActor, QCritic, TwinQCritic
@@ -59,13 +59,11 @@ class DPGConfig(OffPolicyConfig):
     ``jax.random.key(0)`` and ``key(1)``): TD3 mean -148, worst seed -193; DDPG mean -149,
     worst seed -213."""
 
-    env: str = static("Pendulum-v1")
-    total_timesteps: int = static(20_000, check=positive, why="must be > 0")
-    hidden_sizes: tuple[int, ...] = static((64, 64))
-    activation: str = static("relu", check=one_of("tanh", "relu", "elu", "gelu", "swish"),
-                             why="must be one of tanh, relu, elu, gelu, swish")
-    eval_every: int = static(5_000, check=non_negative,
-                             why="must be >= 0 (0 evaluates only after the last update)")
+    env: str = redefault("env", "Pendulum-v1")
+    total_timesteps: int = redefault("total_timesteps", 20_000)
+    hidden_sizes: tuple[int, ...] = redefault("hidden_sizes", (64, 64))
+    activation: str = redefault("activation", "relu")
+    eval_every: int = redefault("eval_every", 5_000)
 
     policy_delay: int = static(1, check=positive, why="must be > 0")
     random_warmup: bool = static(True)

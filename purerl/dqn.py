@@ -37,7 +37,7 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, replay, rollout
-from purerl.config import (OffPolicyConfig, hparam, non_negative, one_of, positive, static,
+from purerl.config import (OffPolicyConfig, hparam, redefault, one_of, positive, static,
                            unit_interval)
 from purerl.networks import QNetwork
 
@@ -50,18 +50,15 @@ class Config(OffPolicyConfig):
 
     algo = "dqn"
 
-    total_timesteps: int = static(100_000, check=positive, why="must be > 0")
-    hidden_sizes: tuple[int, ...] = static((120, 84))
-    activation: str = static("relu", check=one_of("tanh", "relu", "elu", "gelu", "swish"),
-                             why="must be one of tanh, relu, elu, gelu, swish")
-    eval_every: int = static(500, check=non_negative,
-                             why="must be >= 0 (0 evaluates only after the last update)")
+    total_timesteps: int = redefault("total_timesteps", 100_000)
+    hidden_sizes: tuple[int, ...] = redefault("hidden_sizes", (120, 84))
+    activation: str = redefault("activation", "relu")
+    eval_every: int = redefault("eval_every", 500)
 
-    num_envs: int = static(16, check=positive, why="must be > 0")
-    num_gradient_steps: int = static(8, check=positive,
-                                     why="must be > 0 (gradient steps per update)")
-    batch_size: int = static(64, check=positive, why="must be > 0")
-    buffer_size: int = static(50_000, check=positive, why="must be > 0")
+    num_envs: int = redefault("num_envs", 16)
+    num_gradient_steps: int = redefault("num_gradient_steps", 8)
+    batch_size: int = redefault("batch_size", 64)
+    buffer_size: int = redefault("buffer_size", 50_000)
     target_update_every: int = static(256, check=positive,
                                       why="must be > 0 (gradient steps between target updates)")
     double_dqn: bool = static(True)

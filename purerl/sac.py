@@ -60,7 +60,7 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, optim, replay, rollout
-from purerl.config import (OffPolicyConfig, hparam, non_negative, one_of, positive, static,
+from purerl.config import (OffPolicyConfig, hparam, redefault, positive, static,
                            unit_interval)
 from purerl.distributions import Categorical, TanhGaussian
 from purerl.losses import expected_soft_value, soft_value, td_target, temperature_loss
@@ -70,20 +70,19 @@ from purerl.networks import (Actor, SquashedGaussianActor, TwinQCritic, TwinQNet
 
 @dataclasses.dataclass(frozen=True)
 class Config(OffPolicyConfig):
-    """SAC hyperparameters. The defaults learn Pendulum-v1 in 15k env steps (see the README for
-    the measured returns); :data:`DISCRETE` holds settings for CartPole-v1."""
+    """SAC hyperparameters. The defaults learn Pendulum-v1 in 15k env steps: final deterministic
+    evaluation -148 (mean of 4 seeds from ``jax.random.key(0)``) and -136 (8 seeds from
+    ``key(1)``, worst -190); :data:`DISCRETE` holds settings for CartPole-v1."""
 
     algo = "sac"
 
-    env: str = static("Pendulum-v1")
-    total_timesteps: int = static(15_000, check=positive, why="must be > 0")
-    hidden_sizes: tuple[int, ...] = static((64, 64))
-    activation: str = static("relu", check=one_of("tanh", "relu", "elu", "gelu", "swish"),
-                             why="must be one of tanh, relu, elu, gelu, swish")
-    eval_every: int = static(5_000, check=non_negative,
-                             why="must be >= 0 (0 evaluates only after the last update)")
+    env: str = redefault("env", "Pendulum-v1")
+    total_timesteps: int = redefault("total_timesteps", 15_000)
+    hidden_sizes: tuple[int, ...] = redefault("hidden_sizes", (64, 64))
+    activation: str = redefault("activation", "relu")
+    eval_every: int = redefault("eval_every", 5_000)
 
-    batch_size: int = static(256, check=positive, why="must be > 0")
+    batch_size: int = redefault("batch_size", 256)
     random_warmup: bool = static(True)
     value_network: bool = static(False)
     autotune_alpha: bool = static(True)

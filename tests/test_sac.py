@@ -275,6 +275,8 @@ def test_bad_config_values():
         sac.Config(target_entropy_ratio=1.5)
     with pytest.raises(ValueError, match="alpha"):
         sac.Config(alpha=0.0)
+    with pytest.raises(ValueError, match="activation.*must be one of"):  # a redefault()ed field
+        sac.Config(activation="sigmoid")
     with pytest.raises(ValueError, match="buffer_size.*num_envs"):
         sac.Config(buffer_size=2, num_envs=4)
     with pytest.raises(ValueError, match="unknown sac config key 'polyak'"):
