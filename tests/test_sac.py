@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_ddpg_td3 import _numpy_twin_q
 from test_ppo import assert_vmap_equals_single_runs
 
 import purerl
@@ -88,12 +89,6 @@ def test_squashed_log_prob_and_its_gradient_are_finite_at_the_bounds():
 # ----------------------------------------------------------------------------- soft targets
 
 
-def _twin_q_numpy(obs, action):
-    q1 = obs.sum(-1) + 2.0 * action[..., 0]
-    q2 = 0.5 * obs[..., 0] - action[..., 0] ** 2 + 1.0
-    return np.stack([q1, q2])
-
-
 def test_continuous_soft_target_matches_numpy():
     rng = np.random.default_rng(1)
     n, gamma, alpha = 64, 0.97, 0.3
@@ -107,7 +102,7 @@ def test_continuous_soft_target_matches_numpy():
     key = jax.random.key(7)
 
     v, entropy = sac.sampled_soft_value(
-        dist, lambda a: jnp.asarray(_twin_q_numpy(next_obs, np.asarray(a))), key, alpha)
+        dist, lambda a: jnp.asarray(_numpy_twin_q(next_obs, np.asarray(a))), key, alpha)
     y = losses.td_target(jnp.asarray(reward), jnp.asarray(terminated), v, gamma)
 
     # reference: the same Gaussian noise, the textbook (naive) density in float64
@@ -115,7 +110,7 @@ def test_continuous_soft_target_matches_numpy():
     u = mean + np.exp(log_std) * eps
     a = 2.0 * np.tanh(u)
     log_prob = (_normal_logpdf(u, mean, np.exp(log_std)) - np.log(1 - np.tanh(u) ** 2)).sum(-1)
-    v_ref = _twin_q_numpy(next_obs, a).min(0) - alpha * log_prob
+    v_ref = _numpy_twin_q(next_obs, a).min(0) - alpha * log_prob
     y_ref = reward + gamma * (1 - terminated) * v_ref
     np.testing.assert_allclose(np.asarray(entropy), -log_prob, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-4, atol=1e-4)
