@@ -87,7 +87,7 @@ class TrainState:
     obs_norm: envs.ObsNormState
     key: jax.Array
     update_step: jax.Array  # updates done (each one env step in every environment)
-    grad_step: jax.Array  # gradient steps applied (discarded ones before learning_starts excluded)
+    grad_step: jax.Array  # gradient steps taken (none before learning_starts)
     hparams: dict[str, jax.Array]
 
 
