@@ -53,10 +53,10 @@ def static(default: Any, *, check: Callable[[Any], bool] | None = None, why: str
 
 
 def redefault(name: str, default: Any) -> Any:
-    """Field ``name`` of :class:`BaseConfig` or :class:`OffPolicyConfig` with a new default and
-    the same checks, for a trainer's Config that only changes the default:
-    ``activation: str = redefault("activation", "relu")``."""
-    for cls in (OffPolicyConfig, BaseConfig):
+    """Field ``name`` of :class:`BaseConfig`, :class:`RolloutConfig` or :class:`OffPolicyConfig`
+    with a new default and the same checks, for a trainer's Config that only changes the
+    default: ``activation: str = redefault("activation", "relu")``."""
+    for cls in (OffPolicyConfig, RolloutConfig, BaseConfig):
         f = cls.__dataclass_fields__.get(name)
         if f is not None:
             return dataclasses.field(default=default, metadata=f.metadata)
@@ -249,6 +249,27 @@ class BaseConfig:
                 raise ValueError(
                     f"{self.algo} config field {f.name!r}={value!r} only applies to {kind} "
                     f"actions, but {env_name} has {other} actions; remove it")
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig(BaseConfig):
+    """Fields of the trainers whose update collects a fixed-length rollout of ``num_steps``
+    steps in each of ``num_envs`` environments (PPO, TRPO)."""
+
+    num_envs: int = static(16, check=positive, why="must be > 0")
+    num_steps: int = static(32, check=positive, why="must be > 0")
+
+    def validate(self) -> None:
+        self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
+
+    @property
+    def steps_per_update(self) -> int:
+        """Environment steps in one rollout: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.num_updates_for(self.steps_per_update, "num_envs * num_steps")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,23 +24,21 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, returns, rollout
-from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
+from purerl.config import (RolloutConfig, hparam, non_negative, one_of, positive, redefault, static,
                            unit_interval)
 from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(RolloutConfig):
     """PPO hyperparameters. The defaults solve CartPole-v1 in 150k env steps (final deterministic
     evaluation 500 on 23 of 24 seeds tried, 481 on the other)."""
 
     algo = "ppo"
 
-    total_timesteps: int = static(150_000, check=positive, why="must be > 0")
+    total_timesteps: int = redefault("total_timesteps", 150_000)
 
-    num_envs: int = static(16, check=positive, why="must be > 0")
-    num_steps: int = static(32, check=positive, why="must be > 0")
     update_epochs: int = static(8, check=positive, why="must be > 0")
     num_minibatches: int = static(4, check=positive, why="must be > 0")
     variant: str = static("clip", check=one_of("clip", "kl_penalty"),
@@ -61,13 +59,8 @@ class Config(BaseConfig):
     kl_beta_init: float = hparam(1.0, check=positive, why="must be > 0")
 
     def validate(self) -> None:
-        self.check_divides("num_minibatches", self.num_envs * self.num_steps,
-                           "num_envs * num_steps")
-        self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
-
-    @property
-    def num_updates(self) -> int:
-        return self.num_updates_for(self.num_envs * self.num_steps, "num_envs * num_steps")
+        self.check_divides("num_minibatches", self.steps_per_update, "num_envs * num_steps")
+        super().validate()
 
 
 @struct.dataclass
@@ -191,7 +184,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             episode_count=stats.count,
             explained_variance=losses.explained_variance(values, targets),
             lr=jnp.asarray(lr, jnp.float32),
-            env_steps=(state.update_step + 1) * cfg.num_envs * cfg.num_steps,
+            env_steps=(state.update_step + 1) * cfg.steps_per_update,
         )
         new_state = state.replace(params=params, opt_state=opt_state, env_state=env_state,
                                   obs_norm=obs_norm, key=key, update_step=state.update_step + 1,

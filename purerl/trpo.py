@@ -39,7 +39,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from purerl import envs, losses, loop, optim, returns, rollout
-from purerl.config import BaseConfig, hparam, positive, static, unit_interval
+from purerl.config import RolloutConfig, hparam, positive, redefault, static, unit_interval
 from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic
 
@@ -49,14 +49,13 @@ def _in_open_unit_interval(x) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(RolloutConfig):
     """TRPO hyperparameters. The defaults solve CartPole-v1."""
 
     algo = "trpo"
 
-    total_timesteps: int = static(200_000, check=positive, why="must be > 0")
-    num_envs: int = static(16, check=positive, why="must be > 0")
-    num_steps: int = static(64, check=positive, why="must be > 0")
+    total_timesteps: int = redefault("total_timesteps", 200_000)
+    num_steps: int = redefault("num_steps", 64)
     cg_iters: int = static(10, check=positive, why="must be > 0")
     max_backtracks: int = static(10, check=lambda x: x >= 0, why="must be >= 0")
     vf_epochs: int = static(5, check=positive, why="must be > 0")
@@ -72,13 +71,8 @@ class Config(BaseConfig):
     gae_lambda: float = hparam(0.97, check=unit_interval, why="must be in [0, 1]")
 
     def validate(self) -> None:
-        self.check_divides("vf_minibatches", self.num_envs * self.num_steps,
-                           "num_envs * num_steps")
-        self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
-
-    @property
-    def num_updates(self) -> int:
-        return self.num_updates_for(self.num_envs * self.num_steps, "num_envs * num_steps")
+        self.check_divides("vf_minibatches", self.steps_per_update, "num_envs * num_steps")
+        super().validate()
 
 
 @struct.dataclass
@@ -221,7 +215,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             "explained_variance": losses.explained_variance(values, targets.reshape(values.shape)),
             "episode_return": stats.mean_return,
             "episode_count": stats.count,
-            "env_steps": (state.update_step + 1) * cfg.num_envs * cfg.num_steps,
+            "env_steps": (state.update_step + 1) * cfg.steps_per_update,
         }
         new_state = state.replace(params=Params(actor_params, critic_params),
                                   critic_opt=critic_opt, env_state=env_state, obs_norm=obs_norm,
