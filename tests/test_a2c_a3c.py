@@ -8,7 +8,7 @@ import pytest
 
 import purerl
 from purerl import a2c, a3c
-from test_ppo import assert_trees_close, assert_vmap_equals_single_runs
+from test_ppo import assert_trees_close, assert_vmap_equals_single_runs, final_seed_evals
 
 SMALL = {"env": "CartPole-v1", "num_envs": 4, "t_max": 5, "total_timesteps": 4 * 5 * 6,
          "eval_every": 3, "eval_episodes": 2}
@@ -208,25 +208,19 @@ def test_hyperparameter_sweep_equals_separate_runs(a3c_train):
 # ----------------------------------------------------------------------------- learning
 
 
-def final_eval(module, config, seeds=4, key=0):
-    keys = jax.random.split(jax.random.key(key), seeds)
-    _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
-    return np.asarray(metrics["eval_return"][:, -1])
-
-
 @pytest.mark.slow
 def test_a2c_solves_cartpole():
-    final = final_eval(a2c, a2c.Config(total_timesteps=200_000))
+    final = final_seed_evals(a2c, a2c.Config(total_timesteps=200_000))
     assert final.mean() >= 475, final
 
 
 @pytest.mark.slow
 def test_a3c_solves_cartpole():
-    final = final_eval(a3c, a3c.Config(total_timesteps=200_000))
+    final = final_seed_evals(a3c, a3c.Config(total_timesteps=200_000))
     assert final.mean() >= 475, final
 
 
 @pytest.mark.slow
 def test_a2c_learns_acrobot():
-    final = final_eval(a2c, a2c.Config(env="Acrobot-v1", total_timesteps=150_000))
+    final = final_seed_evals(a2c, a2c.Config(env="Acrobot-v1", total_timesteps=150_000))
     assert final.mean() >= -100, final

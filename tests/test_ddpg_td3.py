@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_ppo import assert_vmap_equals_single_runs
+from test_ppo import assert_vmap_equals_single_runs, final_seed_evals
 
 import purerl
 from purerl import ddpg, dpg, loop, noise, td3
@@ -230,19 +230,13 @@ def test_bad_config_values():
 PENDULUM = dict(env="Pendulum-v1", total_timesteps=20_000, eval_every=20_000)
 
 
-def _final_eval(module, config, seeds=4, key=0):
-    keys = jax.random.split(jax.random.key(key), seeds)
-    _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
-    return np.asarray(metrics["eval_return"][:, -1])
-
-
 @pytest.mark.slow
 def test_ddpg_learns_pendulum_within_20k_steps():
-    final = _final_eval(ddpg, PENDULUM)
+    final = final_seed_evals(ddpg, PENDULUM)
     assert final.mean() >= -250, final
 
 
 @pytest.mark.slow
 def test_td3_learns_pendulum_within_20k_steps():
-    final = _final_eval(td3, PENDULUM)
+    final = final_seed_evals(td3, PENDULUM)
     assert final.mean() >= -250, final

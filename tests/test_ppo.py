@@ -13,6 +13,14 @@ SMALL = dict(env="CartPole-v1", num_envs=4, num_steps=32, total_timesteps=4 * 32
              update_epochs=2, num_minibatches=2, eval_every=3, eval_episodes=2)
 
 
+def final_seed_evals(module, config, seeds=4, key=0):
+    """The final deterministic evaluation of each of ``seeds`` vmapped runs (keys split from
+    ``jax.random.key(key)``): what the learning checks assert on."""
+    keys = jax.random.split(jax.random.key(key), seeds)
+    _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
+    return np.asarray(metrics["eval_return"][:, -1])
+
+
 def assert_trees_close(a, b, rtol=1e-4, atol=1e-5):
     """Equal up to float32 rounding: XLA uses different matmul kernels for batched (vmapped)
     and unbatched programs, so the last bits of the parameters may differ."""

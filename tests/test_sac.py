@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 from test_ddpg_td3 import _numpy_twin_q
-from test_ppo import assert_vmap_equals_single_runs
+from test_ppo import assert_vmap_equals_single_runs, final_seed_evals
 
 import purerl
 from purerl import losses, sac
@@ -283,27 +283,22 @@ def test_bad_config_values():
 # ----------------------------------------------------------------------------- learning
 
 
-def _final_eval(config, seeds=4, key=0):
-    keys = jax.random.split(jax.random.key(key), seeds)
-    _, metrics = purerl.jit(jax.vmap(sac.make_train(config)))(keys)
-    return np.asarray(metrics["eval_return"][:, -1])
-
-
 # Tuned on 12 seeds (4 from key 0, 8 from key 1); these 4 seeds (key 0) measured: defaults
 # -148, value network -147, discrete CartPole 500.
 @pytest.mark.slow
 def test_sac_learns_pendulum_within_15k_steps():
-    final = _final_eval(dict(total_timesteps=15_000, eval_every=15_000))
+    final = final_seed_evals(sac, dict(total_timesteps=15_000, eval_every=15_000))
     assert final.mean() >= -200, final
 
 
 @pytest.mark.slow
 def test_value_network_variant_learns_pendulum_within_15k_steps():
-    final = _final_eval(dict(value_network=True, total_timesteps=15_000, eval_every=15_000))
+    final = final_seed_evals(sac, dict(value_network=True, total_timesteps=15_000,
+                                       eval_every=15_000))
     assert final.mean() >= -250, final
 
 
 @pytest.mark.slow
 def test_discrete_sac_learns_cartpole():
-    final = _final_eval(dict(sac.DISCRETE, eval_every=0))
+    final = final_seed_evals(sac, dict(sac.DISCRETE, eval_every=0))
     assert final.mean() >= 400, final
