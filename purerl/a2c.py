@@ -1,13 +1,15 @@
-"""Advantage actor-critic, synchronous (A2C; seed 001).
+"""Advantage actor-critic, synchronous (A2C): the synchronous variant of the advantage
+actor-critic of Mnih et al. 2016 (arXiv:1602.01783, Algorithm S3).
 
-One update: a worker runs ``num_envs`` environments for ``t_max`` steps with the current
-parameters, computes n-step returns backwards through its segment exactly as A3C's worker loop
-does,
+One update: a worker runs ``num_envs`` environments for ``num_steps`` steps (the A3C paper's
+``t_max``) with the current parameters, computes n-step returns backwards through its segment
+exactly as A3C's worker loop does,
 
     R = 0 after a terminal step, V(s') after a truncated step or the segment's last step,
     G_t = r_t + gamma R,    A_t = G_t - V(s_t),
 
-(or GAE advantages with ``use_gae``) and takes one gradient step on
+(or GAE advantages with ``use_gae``; Schulman et al. 2016, arXiv:1506.02438) and takes one
+gradient step on
 
     L = -E[log pi(a_t|s_t) A_t] + c_v 0.5 E[(G_t - V(s_t))^2] - c_H E[H[pi(.|s_t)]].
 
@@ -15,16 +17,19 @@ Discrete actions use a categorical policy, continuous ones a tanh-squashed Gauss
 critic are separate MLPs, or one torso with two heads (``shared_torso``). RMSProp (the A3C
 paper's optimiser) or Adam, with global-norm clipping and optional linear LR annealing.
 
-The worker (rollout, then gradient with the worker's own parameters) is built by
-:func:`make_worker`; :mod:`purerl.a3c` runs several of them with stale parameter copies and
+The worker (rollout, then gradient with the worker's own parameters) is a :class:`Worker`
+(:func:`make_worker`); :mod:`purerl.a3c` runs several of them with stale parameter copies and
 applies their gradients one after another. A2C is that with one worker that is always synced;
 its keys are derived as A3C's worker 0's, so A3C with ``num_workers=1`` reproduces A2C.
+
+Metrics besides the common ones: ``policy_loss``, ``value_loss``, ``entropy``,
+``explained_variance`` and ``lr``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -33,118 +38,91 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, losses, optim, returns, rollout
-from purerl.config import (BaseConfig, hparam, non_negative, one_of, positive, static,
-                           unit_interval)
-from purerl.networks import ActorCritic
+from purerl.config import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutConfig, choice, hparam,
+                           redefault, static)
+from purerl.networks import ActorCritic, torso_for
+from purerl.normalize import ObsNormalizer
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(RolloutConfig):
     """A2C hyperparameters. The defaults solve CartPole-v1 in 200k env steps (final deterministic
-    evaluation 500 on all 60 seeds tried; also on 12 seeds each with ``t_max`` 5 and 16)."""
+    evaluation 500 on all 60 random seeds tried; also on 12 seeds each with ``num_steps`` 5 and
+    16)."""
 
     algo = "a2c"
+    renamed = {"t_max": "num_steps"}
 
-    total_timesteps: int = static(200_000, check=positive, why="must be > 0")
+    total_timesteps: int = redefault("total_timesteps", 200_000)
 
-    num_envs: int = static(16, check=positive, why="must be > 0")
-    t_max: int = static(8, check=positive, why="must be > 0 (n-step rollout length)")
-    use_gae: bool = static(False)
-    optimizer: str = static("rmsprop", check=one_of("rmsprop", "adam"),
-                            why="must be 'rmsprop' or 'adam'")
-    anneal_lr: bool = static(True)
-    shared_torso: bool = static(False)
-    normalize_advantages: bool = static(False)
-    log_std_init: float = static(0.0, continuous_only=True)
+    num_steps: int = static(8, "rollout length per environment and update: the n-step segment "
+                            "length, the A3C paper's t_max", POSITIVE)
+    use_gae: bool = static(False, "GAE(lambda) advantages and targets instead of n-step "
+                           "returns")
+    optimizer: str = choice("rmsprop", ("rmsprop", "adam"),
+                            "optimiser: RMSProp (the A3C paper's) or Adam")
+    anneal_lr: bool = static(True, "anneal lr linearly to 0 over the run")
+    shared_torso: bool = static(False, "one MLP torso with policy and value heads instead of "
+                                "separate actor and critic MLPs")
+    normalize_advantages: bool = static(False, "normalise advantages over each rollout")
+    log_std_init: float = static(0.0, "initial log-std of the Gaussian policy",
+                                 only="continuous")
 
-    lr: float = hparam(7e-3, check=positive, why="must be > 0")
-    gamma: float = hparam(0.99, check=unit_interval, why="must be in [0, 1]")
-    gae_lambda: float = hparam(0.95, check=unit_interval, why="must be in [0, 1]")
-    ent_coef: float = hparam(0.01, check=non_negative, why="must be >= 0")
-    vf_coef: float = hparam(0.5, check=non_negative, why="must be >= 0")
-    max_grad_norm: float = hparam(0.5, check=positive, why="must be > 0")
-
-    @property
-    def steps_per_update(self) -> int:
-        """Environment steps collected by one update (all workers)."""
-        return self.num_envs * self.t_max
-
-    @property
-    def num_updates(self) -> int:
-        return self.num_updates_for(self.steps_per_update, "one rollout of every environment")
-
-    def validate(self) -> None:
-        self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
+    lr: float = hparam(7e-3, "learning rate", POSITIVE)
+    gamma: float = hparam(0.99, "discount factor", UNIT_INTERVAL)
+    gae_lambda: float = hparam(0.95, "GAE lambda (use_gae only)", UNIT_INTERVAL)
+    ent_coef: float = hparam(0.01, "entropy bonus coefficient c_H", NON_NEGATIVE)
+    vf_coef: float = hparam(0.5, "value loss coefficient c_v", NON_NEGATIVE)
+    max_grad_norm: float = hparam(0.5, "global gradient-norm clip", POSITIVE)
 
 
 @struct.dataclass
 class TrainState:
     params: Any
     opt_state: Any
-    env_state: envs.EnvState
-    obs_norm: envs.ObsNormState
-    key: jax.Array
-    update_step: jax.Array
-    hparams: dict[str, jax.Array]
+    run: loop.RunState
 
 
 # ----------------------------------------------------------------------------- the worker
 
 
 class Worker(NamedTuple):
-    """One actor-learner: ``rollout`` then ``gradient``, both with the worker's own parameters.
-
-    * ``rollout(params, obs_norm, env_state, key) -> (env_state, traj)``: ``t_max`` steps in
-      ``num_envs`` environments (only the actor and the environment inside the loop).
-    * ``gradient(params, obs_norm, traj, c, ent_coef) -> (grads, metrics)``: values and
-      bootstrap values on the whole segment, n-step (or GAE) targets, and the gradient of the
-      actor-critic loss with entropy coefficient ``ent_coef``; ``c`` is the config with traced
-      hyperparameters.
-    """
+    """One actor-learner: :meth:`rollout` then :meth:`gradient`, both with the worker's own
+    parameters. ``cfg`` is the config with the state's (possibly traced) hyperparameters;
+    ``norm`` the run state's :class:`~purerl.normalize.ObsNormalizer`."""
 
     model: ActorCritic
-    rollout: Callable[..., tuple[envs.EnvState, rollout.Trajectory]]
-    gradient: Callable[..., tuple[Any, loop.Metrics]]
+    env: envs.Env
 
-    def run(self, params, obs_norm, env_state, key, c, ent_coef):
-        """``(grads, env_state, traj, metrics)`` of one worker iteration."""
-        env_state, traj = self.rollout(params, obs_norm, env_state, key)
-        grads, metrics = self.gradient(params, obs_norm, traj, c, ent_coef)
-        return grads, env_state, traj, metrics
-
-
-def make_worker(cfg: Config, spec: envs.EnvSpec, env, env_params) -> Worker:
-    model = ActorCritic(spec, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
-                        cfg.shared_torso)
-
-    def normalizer(obs_norm):
-        return envs.normalizer(obs_norm if cfg.normalize_obs else None)
-
-    def worker_rollout(params, obs_norm, env_state, key):
-        norm = normalizer(obs_norm)
+    def rollout(self, cfg: Config, params, norm: ObsNormalizer, env_state: envs.EnvState,
+                key: jax.Array) -> tuple[envs.EnvState, rollout.Trajectory]:
+        """``num_steps`` steps in ``num_envs`` environments (only the actor and the environment
+        inside the loop)."""
         # the value head's output is unused here, so XLA removes it from the loop
-        policy = rollout.stochastic_policy(lambda obs: model.apply(params, norm(obs))[0])
-        return rollout.collect(env, env_params, policy, key, env_state, cfg.t_max)
+        policy = rollout.stochastic_policy(lambda obs: self.model.apply(params, norm(obs))[0])
+        return rollout.collect(self.env, policy, key, env_state, cfg.num_steps)
 
-    def worker_gradient(params, obs_norm, traj: rollout.Trajectory, c: Config, ent_coef):
-        norm = normalizer(obs_norm)
+    def gradient(self, cfg: Config, params, norm: ObsNormalizer, traj: rollout.Trajectory,
+                 ent_coef) -> tuple[Any, loop.Metrics]:
+        """Values and bootstrap values on the whole segment, n-step (or GAE) targets, and the
+        gradient of the actor-critic loss with entropy coefficient ``ent_coef``."""
         obs = norm(traj.obs)
-        _, values = model.apply(params, obs)
-        _, next_values = model.apply(params, norm(traj.next_obs))
+        _, values = self.model.apply(params, obs)
+        _, next_values = self.model.apply(params, norm(traj.next_obs))
         if cfg.use_gae:
             advantages, targets = returns.gae(traj.reward, values, next_values, traj.terminated,
-                                              traj.truncated, c.gamma, c.gae_lambda)
+                                              traj.truncated, cfg.gamma, cfg.gae_lambda)
         else:
             targets = returns.n_step_returns(traj.reward, next_values, traj.terminated,
-                                             traj.truncated, c.gamma)
+                                             traj.truncated, cfg.gamma)
             advantages = targets - values
         if cfg.normalize_advantages:
             advantages = losses.normalize(advantages)
 
         def loss_fn(p):
-            dist, v = model.apply(p, obs)
+            dist, v = self.model.apply(p, obs)
             return losses.actor_critic_loss(dist.log_prob(traj.action), dist.entropy(), v,
-                                            targets, advantages, c.vf_coef, ent_coef)
+                                            targets, advantages, cfg.vf_coef, ent_coef)
 
         grads, info = jax.grad(loss_fn, has_aux=True)(params)
         stats = rollout.episode_stats(traj)
@@ -152,78 +130,90 @@ def make_worker(cfg: Config, spec: envs.EnvSpec, env, env_params) -> Worker:
                     explained_variance=losses.explained_variance(values, targets))
         return grads, info
 
-    return Worker(model, worker_rollout, worker_gradient)
+    def run(self, cfg: Config, params, norm: ObsNormalizer, env_state: envs.EnvState,
+            key: jax.Array, ent_coef):
+        """``(grads, env_state, traj, metrics)`` of one worker iteration."""
+        env_state, traj = self.rollout(cfg, params, norm, env_state, key)
+        grads, metrics = self.gradient(cfg, params, norm, traj, ent_coef)
+        return grads, env_state, traj, metrics
 
 
-def learning_rate(cfg: Config, c: Config, step, num_steps):
-    """``c.lr``, linearly annealed to 0 over ``num_steps`` gradient steps with ``anneal_lr``."""
-    return optim.linear_anneal(c.lr, step, num_steps) if cfg.anneal_lr else c.lr
+def make_worker(config: Config, env: envs.Env) -> Worker:
+    return Worker(ActorCritic(env.spec, config.hidden_sizes, config.activation,
+                              config.log_std_init, config.shared_torso,
+                              torso_for(config.torso, env.spec.obs_shape)), env)
 
 
-def apply_gradient(cfg: Config, c: Config, lr, params, opt_state, grads):
-    """One optimiser step (``cfg.optimizer`` with clipping at ``c.max_grad_norm``)."""
-    tx = optim.OPTIMIZERS[cfg.optimizer](lr, c.max_grad_norm)
+def learning_rate(cfg: Config, step, num_steps):
+    """``cfg.lr``, linearly annealed to 0 over ``num_steps`` gradient steps with ``anneal_lr``."""
+    return optim.linear_anneal(cfg.lr, step, num_steps) if cfg.anneal_lr else cfg.lr
+
+
+def apply_gradient(cfg: Config, lr, params, opt_state, grads):
+    """One optimiser step (``cfg.optimizer`` with clipping at ``cfg.max_grad_norm``)."""
+    tx = optim.OPTIMIZERS[cfg.optimizer](lr, cfg.max_grad_norm)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
 
-def make_act_and_evaluate(cfg: Config, spec: envs.EnvSpec, env, env_params, worker: Worker):
-    """``(act, evaluate)`` of the policy head; ``evaluate`` runs on ``state.params``."""
-    return loop.policy_act_and_evaluate(lambda p, obs: worker.model.apply(p, obs)[0],
-                                        env, env_params, spec, cfg)
+def policy_act_and_value(worker: Worker):
+    """``(act, value)`` of the global parameters ``state.params``."""
+    act = rollout.policy_act(lambda state, obs: worker.model.apply(state.params, obs)[0])
+
+    def value(state, obs: jax.Array) -> jax.Array:
+        return worker.model.apply(state.params, state.run.obs_norm(obs))[1]
+
+    return act, value
 
 
-def init_parts(cfg: Config, spec: envs.EnvSpec, worker: Worker, key, hparams):
-    """``(hparams, params, opt_state, key, env_key)`` shared by A2C's and A3C's ``init``;
-    worker k resets its environments with ``fold_in(env_key, k)``."""
-    hp = cfg.initial_hparams(hparams)
+def init_parts(config: Config, worker: Worker, key: jax.Array,
+               hparams: Mapping[str, Any] | None):
+    """``(hparams, params, opt_state, obs_norm, key, env_key)`` shared by A2C's and A3C's
+    ``init``; worker k resets its environments with ``fold_in(env_key, k)``."""
+    hp = config.initial_hparams(hparams)
     key, net_key, env_key = jax.random.split(key, 3)
-    params = worker.model.init(net_key, jnp.zeros((1,) + spec.obs_shape))
-    opt_state = optim.OPTIMIZERS[cfg.optimizer](1.0, 1.0).init(params)
-    return hp, params, opt_state, key, env_key
+    obs_shape = worker.env.spec.obs_shape
+    params = worker.model.init(net_key, jnp.zeros((1,) + obs_shape, jnp.float32))
+    opt_state = optim.OPTIMIZERS[config.optimizer](1.0, 1.0).init(params)
+    obs_norm = ObsNormalizer.create(obs_shape, config.normalize_obs)
+    return hp, params, opt_state, obs_norm, key, env_key
 
 
 # ----------------------------------------------------------------------------- the trainer
 
 
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
-    cfg = Config.coerce(config)
-    env, env_params, spec = envs.make_env(cfg.env)
-    cfg.check_action_space(spec.discrete, cfg.env)
-    worker = make_worker(cfg, spec, env, env_params)
+    config = Config.coerce(config)
+    env = envs.make(config.env)
+    config.check_action_space(env.spec.discrete, config.env)
+    worker = make_worker(config, env)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp, params, opt_state, key, env_key = init_parts(cfg, spec, worker, key, hparams)
-        return TrainState(
-            params=params,
-            opt_state=opt_state,
-            env_state=envs.reset(env, env_params, jax.random.fold_in(env_key, 0), cfg.num_envs),
-            obs_norm=envs.obs_norm_init(spec.obs_shape),
-            key=key,
-            update_step=jnp.asarray(0, jnp.int32),
-            hparams=hp,
-        )
+        hp, params, opt_state, obs_norm, key, env_key = init_parts(config, worker, key, hparams)
+        env_state = env.reset(jax.random.fold_in(env_key, 0), config.num_envs)
+        return TrainState(params=params, opt_state=opt_state,
+                          run=loop.RunState.create(key, hp, obs_norm, env_state))
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
-        c = cfg.with_hparams(state.hparams)
-        key, rollout_key = jax.random.split(state.key)
+        cfg = config.with_hparams(state.run.hparams)
+        key, rollout_key = jax.random.split(state.run.key)
+        norm = state.run.obs_norm
         grads, env_state, traj, metrics = worker.run(
-            state.params, state.obs_norm, state.env_state, jax.random.fold_in(rollout_key, 0),
-            c, c.ent_coef)
-        lr = learning_rate(cfg, c, state.update_step, cfg.num_updates)
-        params, opt_state = apply_gradient(cfg, c, lr, state.params, state.opt_state, grads)
-        obs_norm = envs.obs_norm_update(state.obs_norm, traj.obs) if cfg.normalize_obs \
-            else state.obs_norm
-        metrics.update(lr=jnp.asarray(lr, jnp.float32),
-                       env_steps=(state.update_step + 1) * cfg.steps_per_update)
-        return state.replace(params=params, opt_state=opt_state, env_state=env_state,
-                             obs_norm=obs_norm, key=key,
-                             update_step=state.update_step + 1), metrics
+            cfg, state.params, norm, state.run.env_state, jax.random.fold_in(rollout_key, 0),
+            cfg.ent_coef)
+        lr = learning_rate(cfg, state.run.update_step, cfg.num_updates)
+        params, opt_state = apply_gradient(cfg, lr, state.params, state.opt_state, grads)
+        metrics.update(lr=jnp.asarray(lr, jnp.float32))
+        run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
+                                obs_norm=norm.update(traj.obs))
+        return state.replace(params=params, opt_state=opt_state, run=run), metrics
 
-    act, evaluate = make_act_and_evaluate(cfg, spec, env, env_params, worker)
-    return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)
+    act, value = policy_act_and_value(worker)
+    return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
+                      config.num_updates, config.eval_every, value)
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see the trainer contract."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
+    README."""
     return loop.make_train_fn(make_agent(config))

@@ -1,19 +1,21 @@
-"""Asynchronous advantage actor-critic (A3C; Mnih et al. 2016, seed 001), modelled
-deterministically in one compiled program.
+"""Asynchronous advantage actor-critic (A3C; Mnih et al. 2016, arXiv:1602.01783, Algorithm S3),
+modelled deterministically in one compiled program.
 
 The original A3C runs actor-learner threads that each copy the global parameters, act for up to
-``t_max`` steps, compute an n-step actor-critic gradient with their (by then possibly stale)
-copy, and apply it to the global parameters without locks (Hogwild), with RMSProp statistics
-shared between threads. What makes it A3C rather than A2C is that gradients computed with stale
-parameters are applied to parameters that other workers have already moved.
+``t_max`` steps (purerl's ``num_steps``), compute an n-step actor-critic gradient with their (by
+then possibly stale) copy, and apply it to the global parameters without locks (Hogwild; Recht
+et al. 2011), with RMSProp statistics shared between threads. What makes it A3C rather than A2C
+is that gradients computed with stale parameters are applied to parameters that other workers
+have already moved.
 
 purerl keeps that and drops the nondeterminism. ``num_workers`` = W workers each hold their own
 parameter copy (``TrainState.worker_params``, stacked on a leading W axis) and their own
-``num_envs`` environments. Each update (a "round"):
+``num_envs`` environments (the run state's ``env_state`` has a leading W axis too). Each update
+(a "round"):
 
-1. every worker rolls out ``t_max`` steps and computes its gradient with its own copy -- the W
-   workers run in parallel, as one ``jax.vmap`` (the n-step returns and loss are A2C's worker,
-   :func:`purerl.a2c.make_worker`);
+1. every worker rolls out ``num_steps`` steps and computes its gradient with its own copy --
+   the W workers run in parallel, as one ``jax.vmap`` (the n-step returns and loss are A2C's
+   worker, :class:`purerl.a2c.Worker`);
 2. a ``lax.scan`` over k = 0 .. W-1 applies worker k's gradient to the global parameters (one
    optimiser step each; the global RMSProp statistics are shared by all workers, as in the
    paper's shared-RMSProp variant) and re-syncs worker k's copy to the global parameters right
@@ -25,19 +27,24 @@ global version when it is applied minus the version of the copy that computed it
 fixed, so the staleness is deterministic: k for worker k in the first round, W-1 for every
 worker afterwards (metric ``staleness``, the mean over workers). There are no threads and no
 races: no two gradients are ever applied at once, no update is lost or half-applied, and a run
-is reproducible from its key. W=1 is A2C exactly (tested).
+is reproducible from its key. W=1 is A2C: the same keys, and the same parameters up to
+float rounding (the vmap over one worker compiles differently; tested).
 
 Each worker may explore differently: worker k's entropy coefficient is
 ``ent_coef * ent_coef_spread ** (k / (W - 1) - 0.5)`` (a geometric spread around ``ent_coef``;
 1.0 gives every worker ``ent_coef``). Observation normalisation statistics (``normalize_obs``)
 are global, updated once per round from every worker's observations. ``lr`` is annealed over
 the global number of gradient applications.
+
+Metrics besides the common ones: A2C's (``policy_loss``, ``value_loss``, ``entropy``,
+``explained_variance``: means over the workers; ``lr``: the mean over the round's gradient
+applications) and ``staleness``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -45,34 +52,32 @@ import jax.numpy as jnp
 from flax import struct
 
 from purerl import a2c, envs, loop, rollout
-from purerl.config import hparam, positive, static
-
-
-def _at_least_one(x) -> bool:
-    return x >= 1
+from purerl.config import AT_LEAST_ONE, POSITIVE, hparam, static
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(a2c.Config):
     """A3C hyperparameters: A2C's plus the number of workers and their entropy spread.
     ``num_envs`` counts environments per worker, ``total_timesteps`` env steps of all workers.
-    The defaults (4 workers x 4 envs, t_max 8, shared RMSProp at lr 4e-3 annealed to 0) solve
-    CartPole-v1 in 200k env steps (final deterministic evaluation 500 on 59 of 60 seeds tried,
-    499 on the other)."""
+    The defaults (4 workers x 4 envs, num_steps 8, shared RMSProp at lr 4e-3 annealed to 0)
+    solve CartPole-v1 in 200k env steps (final deterministic evaluation 500 on 59 of 60 random
+    seeds tried, 499 on the other)."""
 
     algo = "a3c"
+    update_size = "num_workers * num_envs * num_steps"
 
-    total_timesteps: int = static(200_000, check=positive, why="must be > 0")
-    num_workers: int = static(4, check=positive, why="must be > 0")
-    num_envs: int = static(4, check=positive, why="must be > 0 (environments per worker)")
+    num_workers: int = static(4, "actor-learners, each with its own parameter copy and "
+                              "environments", POSITIVE)
+    num_envs: int = static(4, "parallel environments per worker", POSITIVE)
 
-    lr: float = hparam(4e-3, check=positive, why="must be > 0")
-    ent_coef_spread: float = hparam(4.0, check=_at_least_one,
-                                    why="must be >= 1 (1 gives every worker ent_coef)")
+    lr: float = hparam(4e-3, "learning rate of the global optimiser", POSITIVE)
+    ent_coef_spread: float = hparam(4.0, "ratio of the largest to the smallest worker's entropy "
+                                    "coefficient (1: every worker uses ent_coef)", AT_LEAST_ONE)
 
     @property
     def steps_per_update(self) -> int:
-        return self.num_workers * self.num_envs * self.t_max
+        """Environment steps in one round: num_workers * num_envs * num_steps."""
+        return self.num_workers * self.num_envs * self.num_steps
 
 
 @struct.dataclass
@@ -80,35 +85,55 @@ class TrainState:
     params: Any  # global parameters
     worker_params: Any  # each worker's copy, leading axis num_workers
     opt_state: Any  # global optimiser state (shared RMSProp / Adam statistics)
-    env_state: envs.EnvState  # leading axis num_workers
-    obs_norm: envs.ObsNormState
-    key: jax.Array
-    update_step: jax.Array  # rounds done
     version: jax.Array  # gradients applied to the global parameters
     worker_version: jax.Array  # [num_workers] global version each copy was synced at
-    hparams: dict[str, jax.Array]
+    run: loop.RunState  # env_state has a leading num_workers axis; update_step counts rounds
+
+
+class Applied(NamedTuple):
+    """The carry of the scan that applies the workers' gradients."""
+
+    params: Any
+    opt_state: Any
+    version: jax.Array
 
 
 class Round(NamedTuple):
     """The pieces of one A3C update, exposed for inspection and tests (:func:`make_round`).
+    ``cfg`` is the config with the state's (possibly traced) hyperparameters.
 
-    * ``collect(state) -> (key, env_states, trajs)``: every worker's rollout with its own copy
-      (``trajs`` have a leading worker axis); ``key`` is the state's next key.
-    * ``gradients(state, trajs) -> (grads, metrics)``: every worker's gradient with its own copy.
-    * ``apply(state, grads) -> (state, staleness, lrs)``: the scan over workers.
+    * ``collect(cfg, state) -> (key, env_states, trajs)``: every worker's rollout with its own
+      copy (``trajs`` have a leading worker axis); ``key`` is the state's next key.
+    * ``gradients(cfg, state, trajs) -> (grads, metrics)``: every worker's gradient with its own
+      copy.
+    * ``apply(cfg, state, grads) -> (state, staleness, lrs)``: the scan over workers.
     * ``worker``: A2C's worker (``worker.gradient`` gives one worker's gradient for any params).
-    * ``ent_coefs(c) -> [num_workers]``: the per-worker entropy coefficients.
     """
 
-    cfg: Config
-    spec: envs.EnvSpec
-    env: Any
-    env_params: Any
+    config: Config
     worker: a2c.Worker
-    collect: Callable[..., Any]
-    gradients: Callable[..., Any]
-    apply: Callable[..., Any]
-    ent_coefs: Callable[..., jax.Array]
+
+    def ent_coefs(self, cfg: Config) -> jax.Array:
+        """The per-worker entropy coefficients, ``[num_workers]``."""
+        return worker_ent_coefs(cfg.num_workers, cfg.ent_coef, cfg.ent_coef_spread)
+
+    def collect(self, cfg: Config, state: TrainState):
+        key, rollout_key = jax.random.split(state.run.key)
+        keys = jax.vmap(lambda k: jax.random.fold_in(rollout_key, k))(
+            jnp.arange(cfg.num_workers))
+        norm = state.run.obs_norm
+        env_states, trajs = jax.vmap(
+            lambda params, env_state, k: self.worker.rollout(cfg, params, norm, env_state, k))(
+            state.worker_params, state.run.env_state, keys)
+        return key, env_states, trajs
+
+    def gradients(self, cfg: Config, state: TrainState, trajs: rollout.Trajectory):
+        norm = state.run.obs_norm
+        return jax.vmap(lambda params, traj, ent_coef: self.worker.gradient(
+            cfg, params, norm, traj, ent_coef))(state.worker_params, trajs, self.ent_coefs(cfg))
+
+    def apply(self, cfg: Config, state: TrainState, grads):
+        return apply_gradients(cfg, state, grads)
 
 
 def worker_ent_coefs(num_workers: int, ent_coef, spread) -> jax.Array:
@@ -119,81 +144,62 @@ def worker_ent_coefs(num_workers: int, ent_coef, spread) -> jax.Array:
     return ent_coef * jnp.asarray(spread, jnp.float32) ** exponent
 
 
+def apply_gradients(cfg: Config, state: TrainState, grads
+                    ) -> tuple[TrainState, jax.Array, jax.Array]:
+    """Apply the workers' gradients (leading worker axis) to the global parameters in worker
+    order, re-syncing each worker's copy right after its own gradient; returns the state, each
+    gradient's staleness and each step's learning rate."""
+    total_steps = cfg.num_updates * cfg.num_workers  # gradient applications in a run
+
+    def apply_one(carry: Applied, x):
+        grad, copy_version = x
+        lr = a2c.learning_rate(cfg, carry.version, total_steps)
+        params, opt_state = a2c.apply_gradient(cfg, lr, carry.params, carry.opt_state, grad)
+        version = carry.version + 1
+        return Applied(params, opt_state, version), (params, version,
+                                                     carry.version - copy_version,
+                                                     jnp.asarray(lr, jnp.float32))
+
+    applied, (copies, copy_versions, staleness, lrs) = jax.lax.scan(
+        apply_one, Applied(state.params, state.opt_state, state.version),
+        (grads, state.worker_version))
+    state = state.replace(params=applied.params, worker_params=copies,
+                          opt_state=applied.opt_state, version=applied.version,
+                          worker_version=copy_versions)
+    return state, staleness, lrs
+
+
 def make_round(config: Config | Mapping[str, Any] | None = None) -> Round:
-    cfg = Config.coerce(config)
-    env, env_params, spec = envs.make_env(cfg.env)
-    cfg.check_action_space(spec.discrete, cfg.env)
-    worker = a2c.make_worker(cfg, spec, env, env_params)
-    num_workers = cfg.num_workers
-    total_steps = cfg.num_updates * num_workers  # gradient applications in a run
-
-    def ent_coefs(c: Config) -> jax.Array:
-        return worker_ent_coefs(num_workers, c.ent_coef, c.ent_coef_spread)
-
-    def collect(state: TrainState):
-        key, rollout_key = jax.random.split(state.key)
-        keys = jax.vmap(lambda k: jax.random.fold_in(rollout_key, k))(jnp.arange(num_workers))
-        env_states, trajs = jax.vmap(worker.rollout, in_axes=(0, None, 0, 0))(
-            state.worker_params, state.obs_norm, state.env_state, keys)
-        return key, env_states, trajs
-
-    def gradients(state: TrainState, trajs: rollout.Trajectory):
-        c = cfg.with_hparams(state.hparams)
-        return jax.vmap(lambda params, traj, ent_coef: worker.gradient(
-            params, state.obs_norm, traj, c, ent_coef))(state.worker_params, trajs, ent_coefs(c))
-
-    def apply(state: TrainState, grads):
-        c = cfg.with_hparams(state.hparams)
-
-        def apply_one(carry, x):
-            params, opt_state, version = carry
-            grad, copy_version = x
-            lr = a2c.learning_rate(cfg, c, version, total_steps)
-            params, opt_state = a2c.apply_gradient(cfg, c, lr, params, opt_state, grad)
-            # worker k re-syncs to the global params right after its own gradient is applied
-            return (params, opt_state, version + 1), (params, version + 1, version - copy_version,
-                                                      jnp.asarray(lr, jnp.float32))
-
-        (params, opt_state, version), (copies, copy_versions, staleness, lrs) = jax.lax.scan(
-            apply_one, (state.params, state.opt_state, state.version),
-            (grads, state.worker_version))
-        state = state.replace(params=params, worker_params=copies, opt_state=opt_state,
-                              version=version, worker_version=copy_versions)
-        return state, staleness, lrs
-
-    return Round(cfg, spec, env, env_params, worker, collect, gradients, apply, ent_coefs)
+    config = Config.coerce(config)
+    env = envs.make(config.env)
+    config.check_action_space(env.spec.discrete, config.env)
+    return Round(config, a2c.make_worker(config, env))
 
 
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     rnd = make_round(config)
-    cfg, spec, env, env_params = rnd.cfg, rnd.spec, rnd.env, rnd.env_params
-    num_workers = cfg.num_workers
+    config, env = rnd.config, rnd.worker.env
+    num_workers = config.num_workers
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp, params, opt_state, key, env_key = a2c.init_parts(cfg, spec, rnd.worker, key,
-                                                             hparams)
-        workers = jnp.arange(num_workers)
-        env_state = jax.vmap(lambda k: envs.reset(env, env_params, jax.random.fold_in(env_key, k),
-                                                  cfg.num_envs))(workers)
+        hp, params, opt_state, obs_norm, key, env_key = a2c.init_parts(config, rnd.worker, key,
+                                                                       hparams)
+        env_state = jax.vmap(lambda k: env.reset(jax.random.fold_in(env_key, k),
+                                                 config.num_envs))(jnp.arange(num_workers))
         return TrainState(
             params=params,
             worker_params=jax.tree.map(lambda x: jnp.stack([x] * num_workers), params),
             opt_state=opt_state,
-            env_state=env_state,
-            obs_norm=envs.obs_norm_init(spec.obs_shape),
-            key=key,
-            update_step=jnp.asarray(0, jnp.int32),
-            version=jnp.asarray(0, jnp.int32),
-            worker_version=jnp.zeros((num_workers,), jnp.int32),
-            hparams=hp,
+            version=jnp.zeros((), loop.counter_dtype()),
+            worker_version=jnp.zeros((num_workers,), loop.counter_dtype()),
+            run=loop.RunState.create(key, hp, obs_norm, env_state),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
-        key, env_state, trajs = rnd.collect(state)
-        grads, info = rnd.gradients(state, trajs)
-        new_state, staleness, lrs = rnd.apply(state, grads)
-        obs_norm = envs.obs_norm_update(state.obs_norm, trajs.obs) if cfg.normalize_obs \
-            else state.obs_norm
+        cfg = config.with_hparams(state.run.hparams)
+        key, env_state, trajs = rnd.collect(cfg, state)
+        grads, info = rnd.gradients(cfg, state, trajs)
+        new_state, staleness, lrs = rnd.apply(cfg, state, grads)
         stats = rollout.episode_stats(trajs)  # over every worker's environments
         metrics = {name: info[name].mean()
                    for name in ("policy_loss", "value_loss", "entropy", "explained_variance")}
@@ -202,15 +208,17 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             episode_count=stats.count,
             staleness=staleness.astype(jnp.float32).mean(),
             lr=lrs.mean(),
-            env_steps=(state.update_step + 1) * cfg.steps_per_update,
         )
-        return new_state.replace(env_state=env_state, obs_norm=obs_norm, key=key,
-                                 update_step=state.update_step + 1), metrics
+        run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
+                                obs_norm=state.run.obs_norm.update(trajs.obs))
+        return new_state.replace(run=run), metrics
 
-    act, evaluate = a2c.make_act_and_evaluate(cfg, spec, env, env_params, rnd.worker)
-    return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)
+    act, value = a2c.policy_act_and_value(rnd.worker)
+    return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
+                      config.num_updates, config.eval_every, value)
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see the trainer contract."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
+    README."""
     return loop.make_train_fn(make_agent(config))

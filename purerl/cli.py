@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import re
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -41,23 +41,24 @@ class _Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------ --set key=value
 
 
-def parse_value(text: str, annotation: str) -> Any:
-    """Parse ``text`` as a config field declared with type ``annotation`` (a string such as
-    ``"int"``, ``"bool"`` or ``"tuple[int, ...]"``); ValueError if it does not parse."""
+def parse_value(text: str, annotation: Any) -> Any:
+    """Parse ``text`` as a value of a config field whose resolved annotation is ``annotation``
+    (``int``, ``float``, ``bool``, ``str`` or ``tuple[int, ...]``); ValueError if it does not
+    parse."""
     text = text.strip()
-    if annotation == "bool":
+    if annotation is bool:
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
         raise ValueError(f"expected true/false, got {text!r}")
-    if annotation in ("int", "float"):
+    if annotation in (int, float):
         try:
-            return int(text) if annotation == "int" else float(text)
+            return annotation(text)
         except ValueError:
-            raise ValueError(f"expected {annotation}, got {text!r}") from None
-    element = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", annotation)
-    if element:
+            raise ValueError(f"expected {annotation.__name__}, got {text!r}") from None
+    if typing.get_origin(annotation) is tuple:
+        element = typing.get_args(annotation)[0]
         items = [s for s in text.strip("()[] ").split(",") if s.strip()]
-        return tuple(parse_value(s, element.group(1)) for s in items)
+        return tuple(parse_value(s, element) for s in items)
     return text  # str (and anything unforeseen: the Config's own checks judge it)
 
 
@@ -66,7 +67,7 @@ def parse_overrides(pairs: Sequence[str], config_cls: type) -> dict[str, Any]:
 
     Unknown keys are passed through as strings so ``Config.from_dict`` names the closest key.
     """
-    types = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}
+    types = config_cls.field_types()
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -208,21 +209,36 @@ def format_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = N
 # ------------------------------------------------------------------------------- commands
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path]:
-    """Validate everything before compiling: the config, the agent and the run directory."""
+def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]:
+    """Validate everything before compiling: the config (the environment's preset unless
+    ``--no-preset``, then ``--set`` and ``--total-timesteps`` on top), the agent and the run
+    directory. Returns them with the preset's name (None when none was used)."""
+    from purerl import presets
+
     module = purerl.get_algorithm(args.algo)
-    overrides = {"env": purerl.ALGORITHMS[args.algo][2],
+    env = args.env if args.env is not None else purerl.ALGORITHMS[args.algo][2]
+    preset = None if args.no_preset else presets.lookup(args.algo, env)
+    overrides = {**(preset.overrides if preset else {}), "env": env,
                  **parse_overrides(args.set, module.Config)}
-    if args.env is not None:
-        overrides["env"] = args.env
     if args.total_timesteps is not None:
         overrides["total_timesteps"] = args.total_timesteps
     config = module.Config.from_dict(overrides)
     agent = module.make_agent(config)
+    if args.no_preset:
+        print("--no-preset: the defaults of the config", file=sys.stderr)
+    elif preset is None:
+        print(f"no {args.algo} preset for {env}: the defaults, tuned for "
+              f"{purerl.ALGORITHMS[args.algo][2]} ('purerl list --presets' lists the presets)",
+              file=sys.stderr)
+    else:
+        measured = preset.measured
+        print(f"preset {preset.name}" + (f" (reaches {measured.summary()})" if measured else "")
+              + ("; --set / --total-timesteps override it" if args.set or args.total_timesteps
+                 else ""), file=sys.stderr)
     name = args.name or f"{args.algo}_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    return config, agent, run_dir
+    return config, agent, run_dir, preset.name if preset else None
 
 
 def _fail(message: str) -> int:
@@ -232,11 +248,12 @@ def _fail(message: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        config, agent, run_dir = _setup(args)
+        config, agent, run_dir, preset = _setup(args)
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
     write_json(run_dir / "config.json",
-               {**config.to_dict(), "algo": args.algo, "seeds": args.seeds, "seed": args.seed})
+               {**config.to_dict(), "algo": args.algo, "seeds": args.seeds, "seed": args.seed,
+                "preset": preset})
     # the length run_chunked will actually use, so the message below is true
     chunk = loop.even_chunk(agent.num_updates, args.chunk or max(1, agent.num_updates // 50))
     print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
@@ -258,20 +275,50 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _env_group(env_id: str) -> str:
+    if env_id.startswith("Probe"):
+        return "probes"
     suffix = env_id.rsplit("-", 1)[-1]
     return "classic control" if re.fullmatch(r"v\d+", suffix) else suffix
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    import gymnax
+def config_help(algo: str) -> str:
+    """The table of ``algo``'s config fields: name, type, default, static or traced, help."""
+    module = purerl.get_algorithm(algo)
+    rows = [(name, type_name, default, kind, help_text)
+            for name, type_name, default, kind, help_text in module.Config.describe()]
+    return (f"{algo} config fields (set with --set KEY=VALUE; traced ones can also be swept "
+            "with jax.vmap):\n" + format_table(rows, header=("field", "type", "default", "kind",
+                                                           "meaning")))
 
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from purerl import envs
+
+    if args.presets:
+        from purerl import presets
+
+        rows = [r for r in presets.table() if args.algo in (None, r[0])]
+        print(format_table(rows, header=("algorithm", "environment", "family", "reaches "
+                                         "(final deterministic eval)", "overrides of the "
+                                         "defaults")))
+        print("\n'purerl train ALGO --env ENV' uses the preset; --no-preset the defaults. "
+              "Measured by benchmarks/suite.py.")
+        return 0
+    if args.algo is not None:
+        try:
+            print(config_help(args.algo))
+        except ValueError as e:
+            return _fail(str(e))
+        return 0
     algorithms = [(name, spaces, env) for name, (_, spaces, env) in purerl.ALGORITHMS.items()]
     print(format_table(algorithms, header=("algorithm", "action spaces", "default env")))
     groups: dict[str, list[str]] = {}
-    for env_id in gymnax.registered_envs:
+    for env_id in envs.registered():
         groups.setdefault(_env_group(env_id), []).append(env_id)
-    print("\ngymnax environments (--env):")
+    print("\nenvironments (--env):")
     print(format_table([(f"  {g}", ", ".join(ids)) for g, ids in groups.items()]))
+    print("\n'purerl list ALGO' shows an algorithm's config fields; 'purerl list --presets' "
+          "the tuned presets.")
     return 0
 
 
@@ -285,7 +332,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``help_algo`` appends that algorithm's config fields to
+    ``train --help``."""
     parser = _Parser(prog="purerl",
                      description="Train purerl's JAX RL algorithms on gymnax environments.",
                      epilog="example: purerl train ppo --env CartPole-v1 --seeds 4")
@@ -294,12 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help="train an algorithm on a gymnax environment",
                             description="Train ALGO on ENV for several vmapped seeds and write "
-                                        "metrics, a learning curve and a summary to OUT/NAME/.")
+                                        "metrics, a learning curve and a summary to OUT/NAME/.",
+                            epilog=config_help(help_algo) if help_algo else
+                            "'purerl train ALGO --help' also lists ALGO's config fields.",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("algo", metavar="ALGO", help=f"one of: {', '.join(purerl.ALGORITHMS)}")
     t.add_argument("--env", help="gymnax environment id (default: the algorithm's default)")
     t.add_argument("--seeds", type=_positive_int, default=1, help="seeds trained in parallel")
     t.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
     t.add_argument("--total-timesteps", type=_positive_int, help="env steps per seed")
+    t.add_argument("--no-preset", action="store_true",
+                   help="start from the config defaults instead of the environment's preset")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set lr=3e-4 --set hidden_sizes=64,64")
     t.add_argument("--out", default="runs", help="output root (default: runs)")
@@ -308,7 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="updates per compiled call (default: num_updates // 50)")
     t.set_defaults(func=cmd_train)
 
-    ls = commands.add_parser("list", help="list algorithms and environments")
+    ls = commands.add_parser("list", help="list algorithms and environments, or one algorithm's "
+                                          "config fields")
+    ls.add_argument("algo", metavar="ALGO", nargs="?",
+                    help="show this algorithm's config fields with their help")
+    ls.add_argument("--presets", action="store_true",
+                    help="list the tuned presets (of ALGO, if given) and what they reach")
     ls.set_defaults(func=cmd_list)
     return parser
 
@@ -316,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 2 bad input, 130 interrupted). Errors
     found by argparse itself (bad flags, ``--seeds 0``) raise ``SystemExit(2)`` instead."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_help = len(argv) > 2 and argv[0] == "train" and {"-h", "--help"} & set(argv)
+    help_algo = argv[1] if wants_help and argv[1] in purerl.ALGORITHMS else None
+    args = build_parser(help_algo).parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

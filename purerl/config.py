@@ -1,86 +1,111 @@
-"""Trainer configuration: frozen dataclasses with checked construction.
+"""Trainer configuration: frozen dataclasses whose fields declare their kind, their check and
+their help text.
 
 Every trainer's ``Config`` subclasses :class:`BaseConfig`. Fields come in two kinds:
 
-* static fields (env name, batch sizes, layer sizes, flags) fix array shapes or control flow and
-  must be Python values when the trainer is built;
-* hyperparameters, declared with :func:`hparam`, are plain numbers that the trainer reads from
-  its train state, so they may be JAX tracers — ``train(key, {"lr": lr})`` under ``jax.vmap``
-  sweeps them inside one compiled program.
+* static fields (:func:`static`, :func:`choice`) fix array shapes or control flow and must be
+  Python values when the trainer is built (env name, batch sizes, layer sizes, flags);
+* hyperparameters (:func:`hparam`) are numbers that the trainer reads from its train state, so
+  they may be JAX tracers: ``train(key, {"lr": lr})`` under ``jax.vmap`` sweeps them inside one
+  compiled program.
 
-Errors a user can make (unknown key, wrong type, out-of-range value) are ``ValueError`` naming
-the field, raised when the config is built — never from inside a jitted function.
+Each field names a :class:`Check` (written once per kind of value: :data:`POSITIVE`,
+:data:`UNIT_INTERVAL`, ...) and a help string (``purerl list ALGO`` prints them). Types come from
+the annotations, resolved with :func:`typing.get_type_hints`. Every numeric value must be
+finite. Errors a user can make (unknown key, wrong type, out-of-range or non-finite value) are a
+one-line ``ValueError`` naming the field, raised when the config is built -- never from inside a
+jitted function.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import numbers
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+import typing
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, TypeVar
+
+import jax
+import numpy as np
 
 C = TypeVar("C", bound="BaseConfig")
 
-_HPARAM = "purerl_hparam"
-_CONTINUOUS_ONLY = "purerl_continuous_only"
-_DISCRETE_ONLY = "purerl_discrete_only"
+
+# ------------------------------------------------------------------------------- checks
 
 
-def hparam(default: float, *, check: Callable[[float], bool] | None = None, why: str = "",
-           continuous_only: bool = False, discrete_only: bool = False) -> Any:
-    """A numeric hyperparameter that may be traced (vmapped over) at run time.
+class Check(NamedTuple):
+    """A test of a field's value and the phrase that says what a valid value is. ``test`` is
+    elementwise on numbers and NumPy arrays (a swept hyperparameter is checked element by
+    element)."""
 
-    ``check`` validates concrete values (tracers are accepted unchecked); ``why`` describes the
-    valid range in the error message. ``continuous_only`` / ``discrete_only``: see
-    :func:`static`.
-    """
-    return dataclasses.field(default=default, metadata={
-        _HPARAM: True, "check": check, "why": why, _CONTINUOUS_ONLY: continuous_only,
-        _DISCRETE_ONLY: discrete_only})
+    test: Callable[[Any], Any]
+    why: str
+
+    def holds(self, value: Any) -> bool:
+        if isinstance(value, (str, tuple)):
+            return bool(self.test(value))
+        return bool(np.all(self.test(np.asarray(value))))
 
 
-def static(default: Any, *, check: Callable[[Any], bool] | None = None, why: str = "",
-           continuous_only: bool = False, discrete_only: bool = False) -> Any:
-    """A static field. ``continuous_only`` (``discrete_only``) fields may only differ from their
-    default on environments with continuous (discrete) actions, where they have an effect."""
+POSITIVE = Check(lambda x: x > 0, "must be > 0")
+NON_NEGATIVE = Check(lambda x: x >= 0, "must be >= 0")
+AT_LEAST_ONE = Check(lambda x: x >= 1, "must be >= 1")
+UNIT_INTERVAL = Check(lambda x: (x >= 0) & (x <= 1), "must be in [0, 1]")
+OPEN_UNIT_INTERVAL = Check(lambda x: (x > 0) & (x < 1), "must be in (0, 1)")
+HALF_OPEN_UNIT_INTERVAL = Check(lambda x: (x > 0) & (x <= 1), "must be in (0, 1]")
+ANY_NUMBER = Check(lambda x: np.ones_like(x, bool), "")
+LAYER_SIZES = Check(lambda t: len(t) > 0 and all(h > 0 for h in t),
+                    "must be a non-empty tuple of positive ints, e.g. (64, 64)")
+
+
+def one_of(*options: str) -> Check:
+    return Check(lambda x: x in options, f"must be one of {', '.join(map(repr, options))}")
+
+
+# ------------------------------------------------------------------------------- fields
+
+_HPARAM, _CHECK, _HELP, _ONLY = "purerl_hparam", "purerl_check", "purerl_help", "purerl_only"
+
+
+def _field(default: Any, help: str, check: Check | None, hparam: bool, only: str | None) -> Any:
     if isinstance(default, (list, dict, set)):
-        raise TypeError("static defaults must be immutable (use a tuple)")
-    return dataclasses.field(
-        default=default,
-        metadata={"check": check, "why": why, _CONTINUOUS_ONLY: continuous_only,
-                  _DISCRETE_ONLY: discrete_only},
-    )
+        raise TypeError("config defaults must be immutable (use a tuple)")
+    if only not in (None, "continuous", "discrete"):
+        raise ValueError(f"only= must be 'continuous' or 'discrete', got {only!r}")
+    return dataclasses.field(default=default, metadata={
+        _HPARAM: hparam, _CHECK: check, _HELP: help, _ONLY: only})
+
+
+def static(default: Any, help: str, check: Check | None = None, *,
+           only: str | None = None) -> Any:
+    """A static field. ``only="continuous"`` (``"discrete"``): the field may only differ from
+    its default on environments with continuous (discrete) actions, where it has an effect."""
+    return _field(default, help, check, False, only)
+
+
+def choice(default: str, options: tuple[str, ...], help: str, *, only: str | None = None) -> Any:
+    """A static string field with a fixed set of values."""
+    return _field(default, help, one_of(*options), False, only)
+
+
+def hparam(default: float, help: str, check: Check = ANY_NUMBER, *,
+           only: str | None = None) -> Any:
+    """A numeric hyperparameter that may be traced (vmapped over) at run time."""
+    return _field(default, help, check, True, only)
 
 
 def redefault(name: str, default: Any) -> Any:
     """Field ``name`` of :class:`BaseConfig`, :class:`RolloutConfig` or :class:`OffPolicyConfig`
-    with a new default and the same checks, for a trainer's Config that only changes the
-    default: ``activation: str = redefault("activation", "relu")``."""
+    with a new default and the same check and help, for a trainer's Config that only changes
+    the default: ``activation: str = redefault("activation", "relu")``."""
     for cls in (OffPolicyConfig, RolloutConfig, BaseConfig):
         f = cls.__dataclass_fields__.get(name)
         if f is not None:
             return dataclasses.field(default=default, metadata=f.metadata)
     raise KeyError(f"no shared config field {name!r} to give a new default")
-
-
-def positive(x) -> bool:
-    return x > 0
-
-
-def non_negative(x) -> bool:
-    return x >= 0
-
-
-def unit_interval(x) -> bool:
-    return 0.0 <= x <= 1.0
-
-
-def one_of(*options: str) -> Callable[[Any], bool]:
-    def check(x) -> bool:
-        return x in options
-
-    check.options = options  # type: ignore[attr-defined]
-    return check
 
 
 def suggest(name: str, valid) -> str:
@@ -89,65 +114,113 @@ def suggest(name: str, valid) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _is_concrete_number(x) -> bool:
-    return isinstance(x, numbers.Number) and not isinstance(x, bool)
+def is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def counter_max() -> int:
+    """The largest value of purerl's step counters: int64 with ``JAX_ENABLE_X64=1``, else int32
+    (see :func:`purerl.loop.counter_dtype`)."""
+    return int(np.iinfo(np.int64 if jax.config.read("jax_enable_x64") else np.int32).max)
+
+
+def _type_matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` is a valid value of the resolved annotation ``annotation``."""
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if typing.get_origin(annotation) is tuple:
+        (element, *_) = typing.get_args(annotation)
+        return isinstance(value, tuple) and all(_type_matches(v, element) for v in value)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) if typing.get_origin(annotation) is None \
+        else str(annotation)
+
+
+# ------------------------------------------------------------------------------- configs
 
 
 @dataclasses.dataclass(frozen=True)
 class BaseConfig:
-    """Fields every trainer shares. Subclasses add their own and may override defaults."""
+    """Fields every trainer shares. Subclasses add their own and may change defaults."""
 
-    env: str = static("CartPole-v1")
-    total_timesteps: int = static(500_000, check=positive, why="must be > 0")
-    hidden_sizes: tuple[int, ...] = static((64, 64))
-    activation: str = static("tanh", check=one_of("tanh", "relu", "elu", "gelu", "swish"),
-                             why="must be one of tanh, relu, elu, gelu, swish")
-    normalize_obs: bool = static(False)
-    eval_every: int = static(50, check=non_negative,
-                             why="must be >= 0 (0 evaluates only after the last update)")
-    eval_episodes: int = static(10, check=positive, why="must be > 0")
+    env: str = static("CartPole-v1", "environment id (purerl list shows them)")
+    total_timesteps: int = static(500_000, "environment steps per seed", POSITIVE)
+    hidden_sizes: tuple[int, ...] = static((64, 64), "hidden layer widths of every MLP",
+                                           LAYER_SIZES)
+    activation: str = choice("tanh", ("tanh", "relu", "elu", "gelu", "swish"),
+                             "hidden-layer activation")
+    torso: str = choice("auto", ("auto", "mlp", "cnn"),
+                        "feature extractor of every network: mlp (flattened observation), cnn "
+                        "(one 3x3x16 convolution before the hidden layers, Young & Tian 2019); "
+                        "auto: cnn for image observations")
+    normalize_obs: bool = static(False, "running mean / variance observation normalisation")
+    eval_every: int = static(50, "updates between deterministic evaluations (0: only after the "
+                             "last update)", NON_NEGATIVE)
+    eval_episodes: int = static(10, "episodes per deterministic evaluation", POSITIVE)
 
     # Name of the algorithm, set by each trainer's Config.
     algo: ClassVar[str] = "base"
+    # Former field names -> current ones, for the unknown-key error.
+    renamed: ClassVar[Mapping[str, str]] = {}
 
     def __post_init__(self) -> None:
+        hints = self.field_types()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, list):  # lists from JSON / CLI become tuples so configs hash
                 value = tuple(value)
                 object.__setattr__(self, f.name, value)
-            if f.metadata.get(_HPARAM):
+            if f.metadata.get(_HPARAM) and not isinstance(value, numbers.Number):
                 if isinstance(value, (bool, str, tuple)) or value is None:
                     raise ValueError(f"{self.algo} config field {f.name!r}: expected a number, "
                                      f"got {value!r}")
-                if not _is_concrete_number(value):
-                    continue  # a tracer or array: checked by the user's sweep, not here
-            self._check_type(f, value)
-            check = f.metadata.get("check")
-            if check is not None and not check(value):
-                why = f.metadata.get("why") or "is out of range"
-                raise ValueError(f"{self.algo} config field {f.name!r}={value!r} {why}")
-        if self.hidden_sizes == () or any(
-                not isinstance(h, int) or isinstance(h, bool) or h <= 0
-                for h in self.hidden_sizes):
-            raise ValueError(f"{self.algo} config field 'hidden_sizes'={self.hidden_sizes!r} "
-                             "must be a non-empty tuple of positive ints, e.g. (64, 64)")
+                if is_tracer(value):
+                    continue  # traced: see check_hparams
+            self._check_value(f.name, value, hints[f.name])
+        self._check_counter("total_timesteps", self.total_timesteps)
         self.validate()
 
-    def _check_type(self, f: dataclasses.Field, value: Any) -> None:
-        annotation = str(f.type)
-        bad = False
-        if annotation == "int":
-            bad = not isinstance(value, int) or isinstance(value, bool)
-        elif annotation == "bool":
-            bad = not isinstance(value, bool)
-        elif annotation == "str":
-            bad = not isinstance(value, str)
-        elif annotation == "float" and not f.metadata.get(_HPARAM):
-            bad = not _is_concrete_number(value)
-        if bad:
-            raise ValueError(f"{self.algo} config field {f.name!r}: expected {annotation}, "
-                             f"got {value!r} ({type(value).__name__})")
+    def _check_value(self, name: str, value: Any, annotation: Any = float) -> None:
+        """ValueError unless ``value`` has the field's type, is finite and passes its check."""
+        meta = self.__dataclass_fields__[name].metadata
+        if meta.get(_HPARAM) and not isinstance(value, numbers.Number):
+            value = np.asarray(value)  # a concrete array of a sweep
+            bad_type = not np.issubdtype(value.dtype, np.number)
+        else:
+            bad_type = not _type_matches(value, annotation)
+        if bad_type:
+            raise ValueError(f"{self.algo} config field {name!r}: expected "
+                             f"{_type_name(annotation)}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, (numbers.Number, np.ndarray)) and not np.all(np.isfinite(value)):
+            raise ValueError(f"{self.algo} config field {name!r}={value!r} must be finite")
+        check: Check | None = meta.get(_CHECK)
+        if check is not None and not check.holds(value):
+            raise ValueError(f"{self.algo} config field {name!r}={value!r} {check.why}")
+
+    def _check_counter(self, name: str, value: int) -> None:
+        """Refuse a count that the step counters (int32 unless JAX_ENABLE_X64=1) cannot hold."""
+        limit = counter_max()
+        if value > limit:
+            raise ValueError(
+                f"{self.algo} config field {name!r}={value} exceeds purerl's int32 step "
+                f"counters (max {limit}); set JAX_ENABLE_X64=1 for int64 counters"
+                if limit < 2**32 else
+                f"{self.algo} config field {name!r}={value} exceeds the int64 step counters")
+
+    @classmethod
+    @functools.cache
+    def field_types(cls) -> dict[str, Any]:
+        """Every field's annotation, resolved (``int``, ``tuple[int, ...]``, ...)."""
+        return typing.get_type_hints(cls)
 
     def validate(self) -> None:
         """Cross-field checks of the subclass (called after the per-field checks)."""
@@ -160,9 +233,19 @@ class BaseConfig:
         names = cls.field_names()
         for key in merged:
             if key not in names:
-                raise ValueError(f"unknown {cls.algo} config key {key!r}{suggest(key, names)}; "
+                hint = (f" (renamed to {cls.renamed[key]!r})" if key in cls.renamed
+                        else suggest(key, names))
+                raise ValueError(f"unknown {cls.algo} config key {key!r}{hint}; "
                                  f"valid keys: {', '.join(sorted(names))}")
         return cls(**merged)
+
+    @classmethod
+    def for_env(cls: type[C], env: str, **overrides: Any) -> C:
+        """The tuned preset of this algorithm for ``env`` (:mod:`purerl.presets`) with
+        ``overrides`` on top; the defaults with ``env`` and a warning where none exists."""
+        from purerl import presets
+
+        return presets.for_env(cls, env, **overrides)
 
     @classmethod
     def coerce(cls: type[C], config: "C | Mapping[str, Any] | None") -> C:
@@ -186,6 +269,23 @@ class BaseConfig:
         """Numeric hyperparameters that may be traced / vmapped over."""
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(_HPARAM))
 
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str, str]]:
+        """One row per field: (name, type, default, "traced" or "static", help)."""
+        hints = cls.field_types()
+        rows = []
+        for f in dataclasses.fields(cls):
+            kind = "traced" if f.metadata.get(_HPARAM) else "static"
+            only = f.metadata.get(_ONLY)
+            help_text = f.metadata.get(_HELP, "")
+            check = f.metadata.get(_CHECK)
+            if check is not None and check.why:
+                help_text = f"{help_text}; {check.why}" if help_text else check.why
+            if only:
+                help_text = f"{help_text} ({only} actions only)"
+            rows.append((f.name, _type_name(hints[f.name]), repr(f.default), kind, help_text))
+        return rows
+
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)
 
@@ -196,24 +296,58 @@ class BaseConfig:
         return {name: getattr(self, name) for name in self.hparam_names()}
 
     def with_hparams(self: C, hparams: Mapping[str, Any]) -> C:
-        """This config with hyperparameters replaced by (possibly traced) values."""
-        return dataclasses.replace(self, **hparams)
+        """This config with hyperparameters replaced by (possibly traced) values, unchecked:
+        the one config an ``update`` reads, static and traced fields alike."""
+        new = copy.copy(self)
+        for name, value in hparams.items():
+            object.__setattr__(new, name, value)
+        return new
 
     def check_hparams(self, hparams: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Validate the keys of a user's hyperparameter override dict."""
+        """Validate a user's hyperparameter override dict: every key must be a traceable field,
+        and every concrete value (a number or an array, not a tracer) must pass the field's
+        checks; returns the dict."""
         hparams = dict(hparams or {})
         valid = self.hparam_names()
-        for key in hparams:
+        for key, value in hparams.items():
             if key not in valid:
-                hint = suggest(key, valid)
                 static_note = ""
                 if key in self.field_names():
                     static_note = (" is a static field (it fixes shapes or control flow); build a "
                                    "separate trainer for each value")
                 raise ValueError(f"{key!r} cannot be swept as a traced hyperparameter of "
-                                 f"{self.algo}{static_note}{hint}; traceable: {', '.join(valid)}")
+                                 f"{self.algo}{static_note}{suggest(key, valid)}; traceable: "
+                                 f"{', '.join(valid)}")
+            if not is_tracer(value):
+                self._check_value(key, value)
         return hparams
 
+    def initial_hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """This config's hyperparameters updated by a checked ``overrides`` dict, as float32
+        arrays: what a trainer's ``init`` stores in the train state. Traced overrides are
+        checked when the compiled program runs (a host callback; a bad value fails the run
+        with an error naming the field)."""
+        import jax.numpy as jnp
+
+        overrides = self.check_hparams(overrides)
+        traced = {k: v for k, v in overrides.items() if is_tracer(v)}
+        if traced:
+            jax.debug.callback(functools.partial(_check_traced_hparams, self), traced)
+        merged = {**self.hparams(), **overrides}
+        return {k: jnp.asarray(v, jnp.float32) for k, v in merged.items()}
+
+    def check_action_space(self, discrete: bool, env_name: str) -> None:
+        """Reject continuous-only options set on a discrete environment and discrete-only ones
+        set on a continuous environment (they would be silently ignored)."""
+        kind, other = ("continuous", "discrete") if discrete else ("discrete", "continuous")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get(_ONLY) == kind and value != f.default:
+                raise ValueError(
+                    f"{self.algo} config field {f.name!r}={value!r} only applies to {kind} "
+                    f"actions, but {env_name} has {other} actions; remove it")
+
+    # ------------------------------------------------------------------ budget helpers
     def num_updates_for(self, steps_per_update: int, what: str) -> int:
         """total_timesteps // steps_per_update, or a ValueError if the budget does not cover one
         update; ``what`` says what one update is made of."""
@@ -230,34 +364,28 @@ class BaseConfig:
             raise ValueError(f"{self.algo} config field {field!r}={value} must divide {what} "
                              f"= {total}")
 
-    def initial_hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """This config's hyperparameters updated by a checked ``overrides`` dict, as float32
-        arrays: what a trainer's ``init`` stores in the train state."""
-        import jax.numpy as jnp  # config stays importable without initialising JAX
+    def check_order(self, low: str, high: str) -> None:
+        """ValueError unless field ``low`` <= field ``high`` (concrete values only)."""
+        a, b = getattr(self, low), getattr(self, high)
+        if isinstance(a, numbers.Number) and isinstance(b, numbers.Number) and a > b:
+            raise ValueError(f"{self.algo} config field {low!r}={a} must be <= {high}={b}")
 
-        merged = {**self.hparams(), **self.check_hparams(overrides)}
-        return {k: jnp.asarray(v, jnp.float32) for k, v in merged.items()}
 
-    def check_action_space(self, discrete: bool, env_name: str) -> None:
-        """Reject continuous-only options set on a discrete environment and discrete-only ones
-        set on a continuous environment (they would be silently ignored)."""
-        only, kind, other = ((_CONTINUOUS_ONLY, "continuous", "discrete") if discrete
-                             else (_DISCRETE_ONLY, "discrete", "continuous"))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get(only) and value != f.default:
-                raise ValueError(
-                    f"{self.algo} config field {f.name!r}={value!r} only applies to {kind} "
-                    f"actions, but {env_name} has {other} actions; remove it")
+def _check_traced_hparams(config: BaseConfig, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        config._check_value(key, np.asarray(value))
 
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig(BaseConfig):
     """Fields of the trainers whose update collects a fixed-length rollout of ``num_steps``
-    steps in each of ``num_envs`` environments (PPO, TRPO)."""
+    steps in each of ``num_envs`` environments (A2C, A3C, PPO, TRPO)."""
 
-    num_envs: int = static(16, check=positive, why="must be > 0")
-    num_steps: int = static(32, check=positive, why="must be > 0")
+    # what steps_per_update multiplies, for error messages
+    update_size: ClassVar[str] = "num_envs * num_steps"
+
+    num_envs: int = static(16, "parallel environments", POSITIVE)
+    num_steps: int = static(32, "rollout length per environment and update", POSITIVE)
 
     def validate(self) -> None:
         self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
@@ -269,7 +397,7 @@ class RolloutConfig(BaseConfig):
 
     @property
     def num_updates(self) -> int:
-        return self.num_updates_for(self.steps_per_update, "num_envs * num_steps")
+        return self.num_updates_for(self.steps_per_update, self.update_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,20 +408,21 @@ class OffPolicyConfig(BaseConfig):
     minibatches of ``batch_size``: the update-to-data ratio is ``num_gradient_steps /
     num_envs`` (:attr:`utd`)."""
 
-    num_envs: int = static(1, check=positive, why="must be > 0")
-    buffer_size: int = static(1_000_000, check=positive, why="must be > 0")
-    batch_size: int = static(128, check=positive, why="must be > 0")
-    learning_starts: int = static(1_000, check=non_negative,
-                                  why="must be >= 0 (env steps before the first gradient step)")
-    num_gradient_steps: int = static(1, check=positive,
-                                     why="must be > 0 (gradient steps per update)")
+    num_envs: int = static(1, "parallel environments", POSITIVE)
+    buffer_size: int = static(1_000_000, "replay buffer capacity (transitions)", POSITIVE)
+    batch_size: int = static(128, "transitions per gradient step", POSITIVE)
+    learning_starts: int = static(1_000, "env steps stored before the first gradient step",
+                                  NON_NEGATIVE)
+    num_gradient_steps: int = static(1, "gradient steps per update", POSITIVE)
 
     def validate(self) -> None:
         if self.buffer_size < self.num_envs:
             raise ValueError(f"{self.algo} config field 'buffer_size'={self.buffer_size} must be "
                              f">= num_envs = {self.num_envs} (one update adds num_envs "
                              "transitions)")
-        self.num_updates  # noqa: B018 -- raises if the budget is below one env step per env
+        self._check_counter("learning_starts", self.learning_starts)
+        self._check_counter("num_updates * num_gradient_steps",
+                            self.num_updates * self.num_gradient_steps)
 
     @property
     def num_updates(self) -> int:
@@ -317,3 +446,8 @@ class OffPolicyConfig(BaseConfig):
         if self.learning_starts <= self.num_envs:
             return True
         return (update_step + 1) * self.num_envs >= self.learning_starts
+
+    def warming_up(self, update_step: Any) -> Any:
+        """Whether update ``update_step`` acts uniformly at random (``random_warmup``): fewer
+        than ``learning_starts`` env steps were taken before it."""
+        return update_step * self.num_envs < self.learning_starts

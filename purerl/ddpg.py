@@ -1,4 +1,4 @@
-"""Deep Deterministic Policy Gradient (Lillicrap et al. 2016; seeds 000 and 003).
+"""Deep Deterministic Policy Gradient (Lillicrap et al. 2016, arXiv:1509.02971, Algorithm 1).
 
 A deterministic tanh actor mu(s) scaled to the environment's bounds and a critic Q(s, a), with
 target copies mu', Q' that follow by Polyak averaging. The critic regresses to
@@ -13,23 +13,25 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from purerl import loop
-from purerl.dpg import DPGConfig, Params, TrainState, make_agent as _make_dpg_agent
+from purerl import dpg, loop
+from purerl.dpg import DPGConfig, Params, TrainState
 
 __all__ = ["Config", "Params", "TrainState", "make_agent", "make_train"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(DPGConfig):
-    """DDPG hyperparameters (fields in :class:`purerl.dpg.DPGConfig`)."""
+    """DDPG hyperparameters (fields in :class:`purerl.dpg.DPGConfig`): one critic, no target
+    smoothing, the actor updated on every gradient step."""
 
     algo = "ddpg"
 
 
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
-    return _make_dpg_agent(Config.coerce(config), twin_critics=False, target_smoothing=False)
+    return dpg.make_agent(Config.coerce(config))
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see the trainer contract."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
+    README."""
     return loop.make_train_fn(make_agent(config))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerl.envs import scale_action
+from purerl.spaces import scale_action
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -78,7 +78,8 @@ class TanhGaussian:
     high: tuple[float, ...] = struct.field(pytree_node=False, default=(1.0,))
 
     def sample(self, key: jax.Array) -> jax.Array:
-        return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape)
+        return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape,
+                                                                   self.mean.dtype)
 
     def gaussian_log_prob(self, u: jax.Array) -> jax.Array:
         z = (u - self.mean) * jnp.exp(-self.log_std)

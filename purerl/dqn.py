@@ -1,5 +1,6 @@
-"""Deep Q-Networks (Mnih et al. 2015) with the usual options: double DQN (van Hasselt et al. 2016),
-a dueling head (Wang et al. 2016), Huber or squared TD loss, hard or Polyak target updates.
+"""Deep Q-Networks (Mnih et al. 2015, Nature 518) with the usual options: double DQN (van Hasselt
+et al. 2016, arXiv:1509.06461), a dueling head (Wang et al. 2016, arXiv:1511.06581), Huber or
+squared TD loss, hard or Polyak target updates.
 
 One update: one epsilon-greedy step in each of ``num_envs`` environments, written to a uniform
 replay buffer (:mod:`purerl.replay`), then ``num_gradient_steps`` gradient steps (a
@@ -29,7 +30,8 @@ update's env step), ``lr``. Discrete action spaces only.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import functools
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,16 +39,17 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, replay, rollout
-from purerl.config import (OffPolicyConfig, hparam, redefault, one_of, positive, static,
-                           unit_interval)
-from purerl.networks import QNetwork
+from purerl.config import (HALF_OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTERVAL, OffPolicyConfig,
+                           choice, hparam, redefault, static)
+from purerl.networks import QNetwork, torso_for
+from purerl.normalize import ObsNormalizer
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(OffPolicyConfig):
     """DQN hyperparameters. The defaults learn CartPole-v1 in 100k env steps (0.5 gradient steps
-    of batch 64 per env step): final deterministic evaluation 500 on 17 of 20 seeds tried, mean
-    469 (the others 343, 342 and 203)."""
+    of batch 64 per env step): final deterministic evaluation 500 on 17 of 20 random seeds
+    tried, mean 469 (the others 343, 342 and 203)."""
 
     algo = "dqn"
 
@@ -59,22 +62,35 @@ class Config(OffPolicyConfig):
     num_gradient_steps: int = redefault("num_gradient_steps", 8)
     batch_size: int = redefault("batch_size", 64)
     buffer_size: int = redefault("buffer_size", 50_000)
-    target_update_every: int = static(256, check=positive,
-                                      why="must be > 0 (gradient steps between target updates)")
-    double_dqn: bool = static(True)
-    dueling: bool = static(False)
-    loss: str = static("mse", check=one_of("huber", "mse"), why="must be 'huber' or 'mse'")
-    anneal_lr: bool = static(True)
+    target_update_every: int = static(256, "gradient steps between target-network updates",
+                                      POSITIVE)
+    double_dqn: bool = static(True, "double DQN target: the online network picks a*")
+    dueling: bool = static(False, "dueling head V(s) + A(s, a) - mean_a' A(s, a')")
+    loss: str = choice("mse", ("huber", "mse"), "TD loss: Huber or squared error / 2")
+    anneal_lr: bool = static(True, "anneal lr linearly to 0 over the run")
 
-    lr: float = hparam(1e-3, check=positive, why="must be > 0")
-    gamma: float = hparam(0.99, check=unit_interval, why="must be in [0, 1]")
-    tau: float = hparam(1.0, check=lambda x: 0.0 < x <= 1.0,
-                        why="must be in (0, 1] (1 is a hard target copy)")
-    epsilon_start: float = hparam(1.0, check=unit_interval, why="must be in [0, 1]")
-    epsilon_end: float = hparam(0.04, check=unit_interval, why="must be in [0, 1]")
-    exploration_fraction: float = hparam(0.16, check=unit_interval, why="must be in [0, 1]")
-    max_grad_norm: float = hparam(10.0, check=positive, why="must be > 0")
-    huber_delta: float = hparam(1.0, check=positive, why="must be > 0")
+    lr: float = hparam(1e-3, "Adam learning rate", POSITIVE)
+    gamma: float = hparam(0.99, "discount factor", UNIT_INTERVAL)
+    tau: float = hparam(1.0, "Polyak coefficient of a target update (1: hard copy)",
+                        HALF_OPEN_UNIT_INTERVAL)
+    epsilon_start: float = hparam(1.0, "exploration rate at the first env step", UNIT_INTERVAL)
+    epsilon_end: float = hparam(0.04, "exploration rate after the decay", UNIT_INTERVAL)
+    exploration_fraction: float = hparam(
+        0.16, "fraction of total_timesteps over which epsilon decays linearly", UNIT_INTERVAL)
+    max_grad_norm: float = hparam(10.0, "global gradient-norm clip", POSITIVE)
+    huber_delta: float = hparam(1.0, "Huber loss threshold (loss='huber')", POSITIVE)
+
+    def validate(self) -> None:
+        self.check_order("epsilon_end", "epsilon_start")
+        # compared with the gradient-step counter inside the compiled update
+        self._check_counter("target_update_every", self.target_update_every)
+        super().validate()
+
+    def epsilon(self, env_steps: Any) -> Any:
+        """The exploration rate after ``env_steps`` env steps (:func:`epsilon_schedule` of this
+        config's hyperparameters)."""
+        return epsilon_schedule(env_steps, self.total_timesteps, self.epsilon_start,
+                                self.epsilon_end, self.exploration_fraction)
 
 
 @struct.dataclass
@@ -82,20 +98,26 @@ class TrainState:
     params: Any
     target_params: Any
     opt_state: Any
-    buffer: replay.ReplayBuffer
-    env_state: envs.EnvState
-    obs_norm: envs.ObsNormState
-    key: jax.Array
-    update_step: jax.Array  # updates done (each one env step in every environment)
     grad_step: jax.Array  # gradient steps taken (none before learning_starts)
-    hparams: dict[str, jax.Array]
+    buffer: replay.ReplayBuffer
+    run: loop.RunState
+
+
+class Learner(NamedTuple):
+    """What a gradient step changes (the carry of the gradient-step scan)."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    grad_step: jax.Array
 
 
 def epsilon_schedule(env_steps, total_timesteps: int, epsilon_start, epsilon_end,
                      exploration_fraction):
     """Linear decay from ``epsilon_start`` at 0 env steps to ``epsilon_end`` at
     ``exploration_fraction * total_timesteps`` env steps, constant afterwards."""
-    horizon = jnp.maximum(exploration_fraction * total_timesteps, 1.0)
+    # a Python float: an int budget past int32 would not convert to JAX's (weak) int32
+    horizon = jnp.maximum(exploration_fraction * float(total_timesteps), 1.0)
     progress = jnp.clip(env_steps / horizon, 0.0, 1.0)
     return epsilon_start + (epsilon_end - epsilon_start) * progress
 
@@ -104,137 +126,139 @@ def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
     """argmax_a Q(s, a) with probability 1 - epsilon, else a uniformly random action."""
     explore_key, action_key = jax.random.split(key)
     greedy = jnp.argmax(q_values, -1)
-    random = jax.random.randint(action_key, greedy.shape, 0, q_values.shape[-1])
-    explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+    random = jax.random.randint(action_key, greedy.shape, 0, q_values.shape[-1], jnp.int32)
+    explore = jax.random.uniform(explore_key, greedy.shape, jnp.float32) < epsilon
     return jnp.where(explore, random, greedy).astype(jnp.int32)
 
 
-def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
-    cfg = Config.coerce(config)
-    env, env_params, spec = envs.make_env(cfg.env)
-    if not spec.discrete:
-        raise ValueError(f"{cfg.algo} needs a discrete action space, but {cfg.env} has "
-                         "continuous actions; use ddpg, td3 or another continuous-action trainer")
-    cfg.check_action_space(spec.discrete, cfg.env)
-    network = QNetwork(spec.num_actions, cfg.hidden_sizes, cfg.activation, len(spec.obs_shape),
-                       cfg.dueling)
-    example = replay.Transition(
-        obs=jnp.zeros(spec.obs_shape, jnp.float32), action=jnp.zeros((), jnp.int32),
-        reward=jnp.zeros((), jnp.float32), next_obs=jnp.zeros(spec.obs_shape, jnp.float32),
-        terminated=jnp.zeros((), bool))
+def td_loss(network: QNetwork, cfg: Config, params: Any, target_params: Any,
+            mb: replay.Transition) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """E[l(Q(s, a) - y)] on a (normalised) minibatch, and its metrics."""
+    n = mb.obs.shape[0]
+    if cfg.double_dqn:  # one forward pass of the online network on s and s'
+        q_both = network.apply(params, jnp.concatenate([mb.obs, mb.next_obs]))
+        q_all, next_q_online = q_both[:n], jax.lax.stop_gradient(q_both[n:])
+    else:
+        q_all, next_q_online = network.apply(params, mb.obs), None
+    next_q_target = network.apply(target_params, mb.next_obs)
+    y = losses.q_learning_target(mb.reward, mb.terminated, next_q_target, cfg.gamma,
+                                 next_q_online)
+    q = jnp.take_along_axis(q_all, mb.action[:, None], -1)[:, 0]
+    err = q - y
+    if cfg.loss == "huber":
+        loss = losses.huber(err, cfg.huber_delta).mean()
+    else:
+        loss = 0.5 * jnp.square(err).mean()
+    return loss, {"loss": loss, "q_mean": q.mean(), "td_error": jnp.abs(err).mean()}
 
-    def normalizer(obs_norm):
-        return envs.normalizer(obs_norm if cfg.normalize_obs else None)
+
+def gradient_step(network: QNetwork, cfg: Config, tx: optax.GradientTransformation,
+                  buffer: replay.ReplayBuffer, norm: ObsNormalizer, learner: Learner,
+                  key: jax.Array) -> tuple[Learner, dict[str, jax.Array]]:
+    """One Adam step on a sampled minibatch, then the target update if this is a
+    ``target_update_every``-th gradient step."""
+    mb = replay.sample(buffer, key, cfg.batch_size)
+    mb = mb._replace(obs=norm(mb.obs), next_obs=norm(mb.next_obs))
+    grads, info = jax.grad(
+        lambda params: td_loss(network, cfg, params, learner.target_params, mb),
+        has_aux=True)(learner.params)
+    updates, opt_state = tx.update(grads, learner.opt_state, learner.params)
+    params = optax.apply_updates(learner.params, updates)
+    grad_step = learner.grad_step + 1
+    due = grad_step % cfg.target_update_every == 0
+    target_params = jax.tree.map(lambda t, o: jnp.where(due, (1.0 - cfg.tau) * t + cfg.tau * o, t),
+                                 learner.target_params, params)
+    return Learner(params, target_params, opt_state, grad_step), info
+
+
+def learn(network: QNetwork, cfg: Config, state: TrainState, buffer: replay.ReplayBuffer,
+          norm: ObsNormalizer, key: jax.Array) -> tuple[Learner, loop.Metrics]:
+    """``num_gradient_steps`` gradient steps at the (annealed) learning rate once the buffer
+    holds ``learning_starts`` transitions; none before (a ``lax.cond`` on the counter)."""
+    lr = cfg.lr
+    if cfg.anneal_lr:
+        lr = optim.linear_anneal(cfg.lr, state.run.update_step, cfg.num_updates)
+    tx = optim.adam(lr, cfg.max_grad_norm)
+    learner = Learner(state.params, state.target_params, state.opt_state, state.grad_step)
+    learner, metrics = optim.gradient_steps(
+        lambda learner, k: gradient_step(network, cfg, tx, buffer, norm, learner, k),
+        learner, key, cfg.num_gradient_steps, cfg.learning(state.run.update_step))
+    return learner, {**metrics, "lr": jnp.asarray(lr, jnp.float32)}
+
+
+def greedy_or_epsilon_greedy(network: QNetwork, config: Config, state: TrainState,
+                             obs: jax.Array, key: jax.Array | None = None,
+                             deterministic: bool = True) -> jax.Array:
+    """The agent's ``act``: argmax_a Q(s, a); with ``deterministic=False``, epsilon-greedy
+    (needs ``key``) at the state's current exploration rate, the schedule at
+    ``state.run.env_steps`` with the hyperparameters in ``state.run.hparams``."""
+    q_values = network.apply(state.params, state.run.obs_norm(obs))
+    if deterministic:
+        return jnp.argmax(q_values, -1).astype(jnp.int32)
+    cfg = config.with_hparams(state.run.hparams)
+    return epsilon_greedy(key, q_values, cfg.epsilon(state.run.env_steps))
+
+
+def max_q_value(network: QNetwork, state: TrainState, obs: jax.Array) -> jax.Array:
+    """The agent's ``value``: max_a Q(s, a)."""
+    return network.apply(state.params, state.run.obs_norm(obs)).max(-1)
+
+
+def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+    config = Config.coerce(config)
+    env = envs.make(config.env)
+    spec = env.spec
+    if not spec.discrete:
+        raise ValueError(f"{config.algo} needs a discrete action space, but {config.env} has "
+                         "continuous actions; use ddpg, td3 or another continuous-action trainer")
+    config.check_action_space(spec.discrete, config.env)
+    network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation,
+                       len(spec.obs_shape), config.dueling, torso_for(config.torso, spec.obs_shape))
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp = cfg.initial_hparams(hparams)
+        hp = config.initial_hparams(hparams)
         key, net_key, env_key = jax.random.split(key, 3)
-        params = network.init(net_key, jnp.zeros((1,) + spec.obs_shape))
+        params = network.init(net_key, jnp.zeros((1,) + spec.obs_shape, jnp.float32))
         return TrainState(
             params=params,
             target_params=params,
             opt_state=optim.adam(1.0, 1.0).init(params),
-            buffer=replay.init(cfg.buffer_capacity, example),
-            env_state=envs.reset(env, env_params, env_key, cfg.num_envs),
-            obs_norm=envs.obs_norm_init(spec.obs_shape),
-            key=key,
-            update_step=jnp.asarray(0, jnp.int32),
-            grad_step=jnp.asarray(0, jnp.int32),
-            hparams=hp,
+            grad_step=jnp.zeros((), loop.counter_dtype()),
+            buffer=replay.init(config.buffer_capacity, replay.example_transition(spec)),
+            run=loop.RunState.create(key, hp,
+                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
+                                     env.reset(env_key, config.num_envs)),
         )
-
-    def loss_fn(params, target_params, mb: replay.Transition, c: Config):
-        n = mb.obs.shape[0]
-        if cfg.double_dqn:  # one forward pass of the online network on s and s'
-            q_both = network.apply(params, jnp.concatenate([mb.obs, mb.next_obs]))
-            q_all, next_q_online = q_both[:n], jax.lax.stop_gradient(q_both[n:])
-        else:
-            q_all, next_q_online = network.apply(params, mb.obs), None
-        next_q_target = network.apply(target_params, mb.next_obs)
-        y = losses.q_learning_target(mb.reward, mb.terminated, next_q_target, c.gamma,
-                                     next_q_online)
-        q = jnp.take_along_axis(q_all, mb.action[:, None], -1)[:, 0]
-        err = q - y
-        if cfg.loss == "huber":
-            loss = losses.huber(err, c.huber_delta).mean()
-        else:
-            loss = 0.5 * jnp.square(err).mean()
-        return loss, {"loss": loss, "q_mean": q.mean(), "td_error": jnp.abs(err).mean()}
-
-    grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
-        c = cfg.with_hparams(state.hparams)
-        key, act_key, env_key, learn_key = jax.random.split(state.key, 4)
-        norm = normalizer(state.obs_norm)
+        cfg = config.with_hparams(state.run.hparams)
+        key, act_key, env_key, learn_key = jax.random.split(state.run.key, 4)
 
         # --- act and store one step of every environment
-        steps_before = state.update_step * cfg.num_envs
-        epsilon = epsilon_schedule(steps_before, cfg.total_timesteps, c.epsilon_start,
-                                   c.epsilon_end, c.exploration_fraction)
-        q_values = network.apply(state.params, norm(state.env_state.obs))
+        epsilon = cfg.epsilon(state.run.env_steps)
+        q_values = network.apply(state.params, state.run.obs_norm(state.run.env_state.obs))
         action = epsilon_greedy(act_key, q_values, epsilon)
-        env_state, transitions, step = rollout.step_transitions(env, env_params, env_key,
-                                                                state.env_state, action)
+        env_state, transitions, step = rollout.step_transitions(env, env_key,
+                                                                state.run.env_state, action)
         buffer = replay.add(state.buffer, transitions)
-        obs_norm = envs.obs_norm_update(state.obs_norm, transitions.obs) if cfg.normalize_obs \
-            else state.obs_norm
-        norm = normalizer(obs_norm)
-        env_steps = steps_before + cfg.num_envs
+        norm = state.run.obs_norm.update(transitions.obs)
 
-        # --- learn: num_gradient_steps minibatch steps (kept only once learning has started)
-        lr = c.lr
-        if cfg.anneal_lr:
-            lr = optim.linear_anneal(c.lr, state.update_step, cfg.num_updates)
-        tx = optim.adam(lr, c.max_grad_norm)
-
-        def gradient_step(carry, step_key):
-            params, target_params, opt_state, grad_step = carry
-            mb = replay.sample(buffer, step_key, cfg.batch_size)
-            mb = mb._replace(obs=norm(mb.obs), next_obs=norm(mb.next_obs))
-            grads, info = grad_fn(params, target_params, mb, c)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            grad_step = grad_step + 1
-            due = grad_step % cfg.target_update_every == 0
-            target_params = jax.tree.map(lambda t, o: jnp.where(due, (1.0 - c.tau) * t + c.tau * o,
-                                                                t), target_params, params)
-            return (params, target_params, opt_state, grad_step), info
-
-        carry = (state.params, state.target_params, state.opt_state, state.grad_step)
-        (params, target_params, opt_state, grad_step), info = optim.gradient_steps(
-            gradient_step, carry, learn_key, cfg.num_gradient_steps,
-            cfg.learning(state.update_step))
+        # --- learn
+        learner, metrics = learn(network, cfg, state, buffer, norm, learn_key)
 
         stats = rollout.episode_stats(step)
-        metrics = dict(info)
-        metrics.update(
-            episode_return=stats.mean_return,
-            episode_count=stats.count,
-            epsilon=jnp.asarray(epsilon, jnp.float32),
-            lr=jnp.asarray(lr, jnp.float32),
-            env_steps=env_steps,
-        )
-        new_state = state.replace(params=params, target_params=target_params,
-                                  opt_state=opt_state, buffer=buffer, env_state=env_state,
-                                  obs_norm=obs_norm, key=key,
-                                  update_step=state.update_step + 1, grad_step=grad_step)
-        return new_state, metrics
+        metrics.update(episode_return=stats.mean_return, episode_count=stats.count,
+                       epsilon=jnp.asarray(epsilon, jnp.float32))
+        run = state.run.advance(key, cfg.num_envs, env_state=env_state, obs_norm=norm)
+        return state.replace(**learner._asdict(), buffer=buffer, run=run), metrics
 
-    def act(params, obs: jax.Array, key: jax.Array | None = None, deterministic: bool = True,
-            obs_norm: Any = None, epsilon=0.0) -> jax.Array:
-        """Greedy actions argmax_a Q(obs, a); with ``deterministic=False``, epsilon-greedy."""
-        if obs_norm is not None:
-            obs = envs.obs_normalize(obs_norm, obs)
-        q_values = network.apply(params, obs)
-        if deterministic:
-            return jnp.argmax(q_values, -1).astype(jnp.int32)
-        return epsilon_greedy(key, q_values, epsilon)
-
-    evaluate = loop.make_evaluate(act, env, env_params, spec, cfg)
-    return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)
+    act = functools.partial(greedy_or_epsilon_greedy, network, config)
+    return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
+                      config.num_updates, config.eval_every,
+                      functools.partial(max_q_value, network))
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see the trainer contract."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
+    README."""
     return loop.make_train_fn(make_agent(config))

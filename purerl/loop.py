@@ -1,4 +1,10 @@
-"""Running an agent: ``make_train`` is ``init`` followed by a ``lax.scan`` of ``update``.
+"""Running an agent: the run state every trainer carries, ``make_train`` (``init`` followed by a
+``lax.scan`` of ``update``) and chunked runs.
+
+Every trainer's ``TrainState`` has a field ``run`` holding a :class:`RunState` -- the
+environments, the observation normaliser, the PRNG key, the step counters and the traced
+hyperparameters -- beside what it learns. That is all this module reads of a state: it reports
+``run.env_steps`` after every update and derives the evaluation key from ``run.key``.
 
 The scan runs over update indices; after update ``i`` the deterministic evaluation runs when
 ``(i + 1) % eval_every == 0`` or ``i`` is the last update, behind a ``lax.cond``. The predicate
@@ -6,16 +12,19 @@ depends only on the scan index, never on vmapped data, so under ``jax.vmap`` (ov
 hyperparameters) the ``cond`` stays a branch instead of becoming a ``select`` that would evaluate
 on every update, and the update body is compiled once.
 
-The same step function drives :func:`run_chunked`, which runs K updates per compiled call so the
-caller can report progress or checkpoint between calls; its result equals ``train``'s.
+:func:`run_chunked` runs the same scan in compiled calls of about K updates so the caller can
+report progress or checkpoint in between; its result equals ``jax.vmap(train)``'s bitwise on the
+same machine (see its docstring for how).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 Metrics = dict[str, jax.Array]
 
@@ -37,62 +46,70 @@ def jit(fn: Callable, **kwargs: Any) -> Callable:
     return jax.jit(fn, compiler_options=compiler_options() or None, **kwargs)
 
 
+def counter_dtype() -> Any:
+    """The dtype of the step counters: int64 when ``JAX_ENABLE_X64=1``, else int32 (configs
+    refuse budgets past its range, see :func:`purerl.config.counter_max`)."""
+    return jnp.int64 if jax.config.read("jax_enable_x64") else jnp.int32
+
+
+@struct.dataclass
+class RunState:
+    """The part of every trainer's state that is not learned."""
+
+    env_state: Any  # batched envs.EnvState (None where every update resets its environments)
+    obs_norm: Any  # normalize.ObsNormalizer (the identity when normalize_obs is off)
+    key: jax.Array  # the training key; every update splits it
+    update_step: jax.Array  # updates done; the same for every seed
+    env_steps: jax.Array  # environment steps taken (per seed)
+    hparams: dict[str, jax.Array]  # the traced hyperparameters (float32)
+
+    @classmethod
+    def create(cls, key: jax.Array, hparams: dict[str, jax.Array], obs_norm: Any,
+               env_state: Any = None) -> "RunState":
+        zero = jnp.zeros((), counter_dtype())
+        return cls(env_state, obs_norm, key, zero, zero, hparams)
+
+    def advance(self, key: jax.Array, env_steps: int | jax.Array, **changes: Any) -> "RunState":
+        """The run state after one more update that took ``env_steps`` environment steps and
+        left the next key ``key``; ``changes`` replace other fields (env_state, obs_norm)."""
+        return self.replace(key=key, update_step=self.update_step + 1,
+                            env_steps=self.env_steps + jnp.asarray(env_steps).astype(
+                                self.env_steps.dtype), **changes)
+
+
 class Agent(NamedTuple):
     """A trainer's pieces. ``evaluate`` must not advance the state's random key, so that the
     training trajectory does not depend on how often it is evaluated."""
 
     init: Callable[..., Any]  # init(key, hparams=None) -> TrainState
     update: Callable[[Any], tuple[Any, Metrics]]  # one iteration: collect + learn
-    act: Callable[..., jax.Array]  # act(params, obs, key, deterministic) -> env action
+    act: Callable[..., jax.Array]  # act(state, obs, key=None, deterministic=True) -> env action
     evaluate: Callable[[Any], jax.Array]  # deterministic evaluation return of a TrainState
     num_updates: int
     eval_every: int  # 0: evaluate only after the last update
+    # value(state, obs): the critic's estimate of the state's value under the current policy
+    # (V(s), or Q(s, a) at the deterministic action); None for trainers without a critic
+    value: Callable[[Any, jax.Array], jax.Array] | None = None
 
 
-def policy_act_and_evaluate(policy: Callable[[Any, jax.Array], Any], env, env_params, spec,
-                            cfg) -> tuple[Callable[..., jax.Array], Callable[[Any], jax.Array]]:
-    """``(act, evaluate)`` for a trainer with a stochastic policy ``policy(params, obs) -> dist``
-    (a :mod:`purerl.distributions` pytree) and a train state with ``params``, ``obs_norm`` and
-    ``key`` fields.
-
-    ``act(params, obs, key=None, deterministic=True, obs_norm=None)`` returns environment
-    actions (the distribution's mode, or a sample); ``evaluate(state)`` is the mean return of
-    ``cfg.eval_episodes`` deterministic episodes, with a key derived from (but not advancing)
-    the state's key.
-    """
-    from purerl import envs  # loop is imported by the package root; keep it light
-
-    def act(params, obs: jax.Array, key: jax.Array | None = None, deterministic: bool = True,
-            obs_norm: Any = None) -> jax.Array:
-        if obs_norm is not None:
-            obs = envs.obs_normalize(obs_norm, obs)
-        dist = policy(params, obs)
-        return dist.env_action(dist.mode() if deterministic else dist.sample(key))
-
-    return act, make_evaluate(act, env, env_params, spec, cfg)
-
-
-def make_evaluate(act: Callable[..., jax.Array], env, env_params, spec, cfg
+def make_evaluate(act: Callable[..., jax.Array], env: Any, num_episodes: int
                   ) -> Callable[[Any], jax.Array]:
-    """``evaluate(state)``: the mean return of ``cfg.eval_episodes`` episodes of
-    ``act(state.params, obs, obs_norm=...)`` (the trainer's deterministic action), with the
-    state's observation normaliser when ``cfg.normalize_obs`` and a key derived from (but not
-    advancing) the state's key."""
-    from purerl import rollout
+    """``evaluate(state)``: the mean return of ``num_episodes`` episodes of
+    ``act(state, obs)`` (the deterministic policy) on ``env`` (an :class:`purerl.envs.Env`),
+    with a key derived from (but not advancing) ``state.run.key``."""
+    from purerl import rollout  # the package root imports loop; keep it light
 
     def evaluate(state) -> jax.Array:
-        obs_norm = state.obs_norm if cfg.normalize_obs else None
-        return rollout.evaluate(
-            env, env_params, lambda obs: act(state.params, obs, obs_norm=obs_norm),
-            jax.random.fold_in(state.key, 0xE7A1), cfg.eval_episodes, spec.max_episode_steps)
+        return rollout.evaluate(env, lambda obs: act(state, obs),
+                                jax.random.fold_in(state.run.key, 0xE7A1), num_episodes)
 
     return evaluate
 
 
 def run_updates(agent: Agent, state: Any, start: jax.Array | int, length: int
                 ) -> tuple[Any, Metrics]:
-    """Updates ``start .. start + length - 1`` in a scan. ``eval_return`` is NaN on updates that
-    are not followed by an evaluation."""
+    """Updates ``start .. start + length - 1`` in a scan. Adds the metrics ``env_steps`` (after
+    the update) and ``eval_return`` (NaN on updates that are not followed by an evaluation)."""
     n, every = agent.num_updates, agent.eval_every
 
     def step(state, i):
@@ -102,16 +119,20 @@ def run_updates(agent: Agent, state: Any, start: jax.Array | int, length: int
             evaluate = evaluate | ((i + 1) % every == 0)
         eval_return = jax.lax.cond(evaluate, agent.evaluate,
                                    lambda _: jnp.asarray(jnp.nan, jnp.float32), state)
-        return state, {**metrics, "eval_return": eval_return}
+        return state, {**metrics, "env_steps": state.run.env_steps, "eval_return": eval_return}
 
-    return jax.lax.scan(step, state, start + jnp.arange(length))
+    return jax.lax.scan(step, state, start + jnp.arange(length, dtype=counter_dtype()))
 
 
 def make_train_fn(agent: Agent) -> Callable[..., tuple[Any, Metrics]]:
     """``train(key, hparams=None) -> (state, metrics)``; metrics have a leading update axis."""
 
     def train(key: jax.Array, hparams: Mapping[str, Any] | None = None):
-        return run_updates(agent, agent.init(key, hparams), 0, agent.num_updates)
+        # The barrier keeps XLA from folding the initial state (e.g. default hyperparameters,
+        # which are constants here) into the update: the scan then compiles to the same program
+        # as a chunk of run_chunked, whose state arrives as an argument.
+        state = jax.lax.optimization_barrier(agent.init(key, hparams))
+        return run_updates(agent, state, 0, agent.num_updates)
 
     return train
 
@@ -126,19 +147,80 @@ def even_chunk(num_updates: int, chunk: int) -> int:
     return chunk
 
 
+def seed_axes(state: Any) -> Any:
+    """``in_axes`` for a state with a leading seed axis: ``None`` (pass ``x[0]`` unbatched) for
+    every integer or boolean leaf, and every hyperparameter in ``run.hparams``, whose value is
+    the same for all seeds; 0 elsewhere.
+
+    Inside ``jax.vmap(train)`` the counters (update and gradient steps, replay positions,
+    optimiser step counts, the environments' time steps) never depend on the key, so the scan
+    keeps them unbatched: a ``lax.cond`` or ``select`` on them stays unbatched and XLA compiles
+    the update for that batching. Hyperparameters that are not swept are unbatched there too,
+    and XLA fuses a scalar hyperparameter differently from a per-seed one. A state that went
+    through a vmapped ``init`` or a previous chunk has a seed axis on every leaf; passing these
+    leaves back unbatched gives the next chunk the same batching -- the same compiled update --
+    as one ``vmap(train)`` call. A leaf
+    that is equal for all seeds only by chance (e.g. a replay buffer's integer actions, all 0
+    before the first write) is re-batched by the scan itself, which computes the same values;
+    it costs one more compilation when it turns batched between chunks.
+    """
+    same = jax.device_get(_same_for_all_seeds(state))
+    return jax.tree.map(lambda flag: None if bool(flag) else 0, same)
+
+
+def _is_counter(x: jax.Array) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.bool_)
+
+
+@jax.jit
+def _same_for_all_seeds(state: Any) -> Any:
+    def same(x):
+        return jnp.all(x == x[:1])
+
+    flags = jax.tree.map(lambda x: same(x) if _is_counter(x) else jnp.asarray(False), state)
+    # hyperparameters that are not swept are unbatched inside vmap(train) as well
+    return flags.replace(run=flags.run.replace(hparams=jax.tree.map(same, state.run.hparams)))
+
+
+def unbatch(state: Any, axes: Any) -> Any:
+    """``state`` with the leaves whose axis is ``None`` in ``axes`` (:func:`seed_axes`) taken at
+    seed 0."""
+    return jax.tree.map(lambda a, x: x if a == 0 or x is None else x[0], axes, state,
+                        is_leaf=lambda a: a is None)
+
+
 def run_chunked(agent: Agent, keys: jax.Array, hparams: Mapping[str, Any] | None = None,
                 chunk: int = 10) -> Iterator[tuple[int, Any, Metrics]]:
     """Train ``len(keys)`` seeds (vmapped), yielding ``(updates_done, state, chunk_metrics)``
     after each compiled call of about ``chunk`` updates (see :func:`even_chunk`).
+
     Concatenating the chunks' metrics along axis 1 gives ``jax.vmap(train)(keys, hparams)``'s
-    metrics."""
+    metrics, and the final state its state, bitwise on the same machine: between calls the
+    seed-independent counters go back in unbatched (:func:`seed_axes`), so every call runs the
+    update that ``vmap(train)`` compiles.
+    """
     chunk = even_chunk(agent.num_updates, chunk)
-    state = jit(jax.vmap(agent.init, in_axes=(0, None if hparams is None else 0)))(keys, hparams)
-    run = jit(jax.vmap(lambda s, start, length: run_updates(agent, s, start, length),
-                       in_axes=(0, None, None)), static_argnums=2)
+    state = _vmapped_init(agent, hparams is not None)(keys, hparams)
     done = 0
     while done < agent.num_updates:
         length = min(chunk, agent.num_updates - done)
-        state, metrics = run(state, done, length)
+        axes = seed_axes(state)
+        leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
+        run = _vmapped_updates(agent, treedef, tuple(leaves))
+        state, metrics = run(unbatch(state, axes), jnp.asarray(done, counter_dtype()), length)
         done += length
         yield done, state, metrics
+
+
+# One compiled init and chunk per agent (and batching pattern), so repeated calls of
+# run_chunked with one agent -- another chunk size, a resumed run -- reuse the compilations.
+@functools.lru_cache(maxsize=32)
+def _vmapped_init(agent: Agent, sweep: bool) -> Callable:
+    return jit(jax.vmap(agent.init, in_axes=(0, 0 if sweep else None)))
+
+
+@functools.lru_cache(maxsize=64)
+def _vmapped_updates(agent: Agent, treedef: Any, leaves: tuple) -> Callable:
+    axes = jax.tree.unflatten(treedef, leaves)
+    return jit(jax.vmap(lambda s, start, length: run_updates(agent, s, start, length),
+                        in_axes=(axes, None, None)), static_argnums=2)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 def clipped_surrogate_loss(log_prob: jax.Array, old_log_prob: jax.Array, advantages: jax.Array,
                            clip_eps: float) -> tuple[jax.Array, jax.Array]:
-    """PPO's clipped objective, negated (seed 001):
+    """PPO's clipped objective (Schulman et al. 2017, eq. 7), negated:
 
         L = -E[min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)],  r_t = pi(a_t|s_t) / pi_old(a_t|s_t).
 
@@ -32,7 +32,7 @@ def clip_fraction(log_prob: jax.Array, old_log_prob: jax.Array, clip_eps: float)
 
 def kl_penalty_loss(log_prob: jax.Array, old_log_prob: jax.Array, advantages: jax.Array,
                     kl: jax.Array, beta: float) -> jax.Array:
-    """PPO's adaptive-KL objective, negated (seed 001):
+    """PPO's adaptive-KL-penalty objective (Schulman et al. 2017, section 4), negated:
 
         L = -E[r_t A_t] + beta E[KL(pi_old(.|s_t) || pi(.|s_t))].
     """
@@ -42,7 +42,8 @@ def kl_penalty_loss(log_prob: jax.Array, old_log_prob: jax.Array, advantages: ja
 
 
 def adapt_kl_beta(beta: jax.Array, kl: jax.Array, kl_target: float) -> jax.Array:
-    """Seed 001's rule: beta / 2 if d < target / 1.5, beta * 2 if d > target * 1.5, else beta."""
+    """The adaptive-KL rule (Schulman et al. 2017, section 4): beta / 2 if d < d_targ / 1.5,
+    beta * 2 if d > 1.5 d_targ, else beta."""
     return jnp.where(kl < kl_target / 1.5, beta / 2.0,
                      jnp.where(kl > kl_target * 1.5, beta * 2.0, beta))
 
@@ -55,7 +56,7 @@ def policy_gradient_loss(log_prob: jax.Array, weights: jax.Array, mask: jax.Arra
 
     with the weights Phi_t (returns, reward-to-go, advantages) held constant. Z defaults to the
     number of unmasked samples (a per-sample mean); REINFORCE passes the number of episodes N
-    for seed 000's (1/N) sum_i sum_t.
+    for the per-episode estimator (1/N) sum_i sum_t (Achiam 2018, Spinning Up's VPG).
     """
     chex.assert_equal_shape([log_prob, weights])
     return -masked_sum(log_prob * jax.lax.stop_gradient(weights), mask, normalizer)
@@ -92,7 +93,8 @@ def value_loss(values: jax.Array, targets: jax.Array, old_values: jax.Array | No
 def actor_critic_loss(log_prob: jax.Array, entropy: jax.Array, values: jax.Array,
                       returns: jax.Array, advantages: jax.Array, vf_coef: float,
                       ent_coef: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The advantage actor-critic objective of A2C / A3C (seed 001), as a per-sample mean:
+    """The advantage actor-critic objective of A2C / A3C (Mnih et al. 2016, Algorithm S3), as a
+    per-sample mean:
 
         L = -E[log pi(a_t|s_t) A_t] + c_v 0.5 E[(G_t - V(s_t))^2] - c_H E[H[pi(.|s_t)]],
 
@@ -123,12 +125,20 @@ def normalize(x: jax.Array, eps: float = 1e-8, mask: jax.Array | None = None) ->
 def explained_variance(predictions: jax.Array, targets: jax.Array,
                        mask: jax.Array | None = None) -> jax.Array:
     """1 - Var[G - V] / Var[G] (over unmasked samples): 1 is a perfect value function, 0
-    predicts the mean."""
+    predicts the mean.
+
+    The ratio is undefined when the targets have no variance: a sparse-reward batch in which
+    every return is 0 (MinAtar, FourRooms, FrozenLake before the first reward), or no unmasked
+    sample. Then, as scikit-learn's ``explained_variance_score(force_finite=True)``, it is 1 if
+    the residual G - V has no variance either (V is exact up to a constant) and 0 otherwise
+    (V explains none of the targets' variance): finite unless the inputs are not."""
     def var(x):
         return masked_sum(jnp.square(x - masked_sum(x, mask)), mask)
 
-    var_t = var(targets)
-    return jnp.where(var_t > 0, 1.0 - var(targets - predictions) / var_t, jnp.nan)
+    var_t, var_residual = var(targets), var(targets - predictions)
+    # var_t == 0: 0 if the residual varies, 1 if not, NaN if it is NaN (a NaN critic stays NaN)
+    undefined = jnp.where(var_residual > 0, 0.0, jnp.where(var_residual == 0, 1.0, var_residual))
+    return jnp.where(var_t > 0, 1.0 - var_residual / var_t, undefined)
 
 
 # ----------------------------------------------------------------------------- off-policy
@@ -168,10 +178,10 @@ def q_learning_target(reward: jax.Array, terminated: jax.Array, next_q_target: j
 
 
 def soft_value(q: jax.Array, log_prob: jax.Array, alpha) -> jax.Array:
-    """The one-sample soft state value V(s) ~ Q(s, a) - alpha log pi(a|s), a ~ pi(.|s) (seed
-    003's soft value function). SAC's actor loss is -E[V], the soft Q target bootstraps from
-    r + gamma (1 - terminated) V(s') with target critics, and the 2018 value network regresses
-    to it."""
+    """The one-sample soft state value V(s) ~ Q(s, a) - alpha log pi(a|s), a ~ pi(.|s) (the soft
+    value function of Haarnoja et al. 2018a, section 4.2). SAC's actor loss is -E[V], the soft
+    Q target bootstraps from r + gamma (1 - terminated) V(s') with target critics, and the 2018
+    value network regresses to it."""
     chex.assert_equal_shape([q, log_prob])
     return q - alpha * log_prob
 

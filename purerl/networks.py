@@ -3,6 +3,11 @@
 Initialisation follows the PPO implementation literature: orthogonal weights with gain sqrt(2)
 in the torso, 0.01 on the policy output (a near-uniform / near-zero-mean initial policy) and 1.0
 on value outputs, zero biases.
+
+Every network takes a ``torso``: ``"mlp"`` flattens each observation into dense layers;
+``"cnn"`` first applies the MinAtar network's convolution (Young & Tian 2019, Sec. 4: one 3x3
+convolution with 16 filters on the [H, W, C] observation) and feeds its flattened features to the
+same dense layers -- with ``hidden_sizes=(128,)`` exactly that paper's network.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purerl.distributions import Categorical, TanhGaussian
-from purerl.envs import EnvSpec
+from purerl.spaces import EnvSpec, scale_action
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": nn.tanh,
@@ -51,7 +56,7 @@ def orthogonal(gain: float = 1.0) -> Callable:
         q, _ = jax.lax.scan(next_column, jnp.zeros(tall, dtype), jnp.arange(tall[1]))
         if n_rows < n_cols:
             q = q.T
-        return gain * q.reshape(shape)
+        return jnp.asarray(gain, dtype) * q.reshape(shape)
 
     return init
 
@@ -66,6 +71,49 @@ class ActorCriticParams(NamedTuple):
 
     actor: Any
     critic: Any  # V(s), or Q(s, a) / twin Q(s, a) for the deterministic-policy trainers
+
+
+TORSOS = ("mlp", "cnn")
+
+
+def torso_for(kind: str, obs_shape: Sequence[int]) -> str:
+    """The torso a config's ``torso`` field names: ``auto`` is ``cnn`` for image observations
+    ([H, W, C]) and ``mlp`` otherwise; ``cnn`` on a non-image observation is a ValueError."""
+    if kind == "auto":
+        return "cnn" if len(obs_shape) == 3 else "mlp"
+    if kind not in TORSOS:
+        raise ValueError(f"torso must be one of auto, {', '.join(TORSOS)}; got {kind!r}")
+    if kind == "cnn" and len(obs_shape) != 3:
+        raise ValueError(f"torso='cnn' needs image observations [height, width, channels]; "
+                         f"this environment's observations have shape {tuple(obs_shape)}: "
+                         f"use torso='mlp'")
+    return kind
+
+
+class ConvEncoder(nn.Module):
+    """One 3x3 convolution with 16 filters, stride 1, valid padding, and the activation on
+    ``[..., H, W, C]`` observations; returns the flattened features ``[..., (H-2)(W-2)16]``
+    (Young & Tian 2019). Same initialisation as the dense torso layers."""
+
+    activation: str = "relu"
+    features: int = 16
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch = x.shape[:-3]
+        x = x.reshape((-1,) + x.shape[-3:])
+        x = nn.Conv(self.features, (3, 3), padding="VALID", kernel_init=orthogonal(np.sqrt(2.0)),
+                    bias_init=nn.initializers.zeros)(x)
+        x = ACTIVATIONS[self.activation](x)
+        return x.reshape(batch + (-1,))
+
+
+def features(module: nn.Module, obs: jax.Array, obs_ndim: int) -> jax.Array:
+    """The torso of ``module`` (its ``hidden_sizes``, ``activation`` and ``torso`` fields) on
+    ``obs``, created inside ``module``'s compact scope."""
+    if module.torso == "cnn":
+        obs, obs_ndim = ConvEncoder(module.activation)(obs), 1
+    return MLP(module.hidden_sizes, module.activation, obs_ndim)(obs)
 
 
 class MLP(nn.Module):
@@ -93,11 +141,11 @@ class Actor(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
     log_std_init: float = 0.0
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array):
-        x = MLP(self.hidden_sizes, self.activation, len(self.spec.obs_shape))(obs)
-        return _policy_head(self, x)
+        return _policy_head(self, features(self, obs, len(self.spec.obs_shape)))
 
 
 class ValueCritic(nn.Module):
@@ -106,11 +154,11 @@ class ValueCritic(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
     obs_ndim: int = 1
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = MLP(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
-        return dense(1, 1.0)(x)[..., 0]
+        return dense(1, 1.0)(features(self, obs, self.obs_ndim))[..., 0]
 
 
 class ActorCritic(nn.Module):
@@ -123,14 +171,16 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
     log_std_init: float = 0.0
     shared_torso: bool = False
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array):
         obs_ndim = len(self.spec.obs_shape)
         if not self.shared_torso:
-            return (Actor(self.spec, self.hidden_sizes, self.activation, self.log_std_init)(obs),
-                    ValueCritic(self.hidden_sizes, self.activation, obs_ndim)(obs))
-        x = MLP(self.hidden_sizes, self.activation, obs_ndim)(obs)
+            return (Actor(self.spec, self.hidden_sizes, self.activation, self.log_std_init,
+                          self.torso)(obs),
+                    ValueCritic(self.hidden_sizes, self.activation, obs_ndim, self.torso)(obs))
+        x = features(self, obs, obs_ndim)
         value = dense(1, 1.0)(x)[..., 0]
         return _policy_head(self, x), value
 
@@ -142,7 +192,8 @@ def _policy_head(module: nn.Module, x: jax.Array):
         return Categorical(dense(spec.num_actions, 0.01)(x))
     d = spec.action_dim
     mean = dense(d, 0.01)(x)
-    log_std = module.param("log_std", nn.initializers.constant(module.log_std_init), (d,))
+    log_std = module.param("log_std", nn.initializers.constant(module.log_std_init,
+                                                                  jnp.float32), (d,))
     return TanhGaussian(mean, jnp.broadcast_to(log_std, mean.shape),
                         tuple(float(v) for v in spec.action_low),
                         tuple(float(v) for v in spec.action_high))
@@ -158,10 +209,11 @@ class SquashedGaussianActor(nn.Module):
     activation: str = "relu"
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> TanhGaussian:
-        x = MLP(self.hidden_sizes, self.activation, len(self.spec.obs_shape))(obs)
+        x = features(self, obs, len(self.spec.obs_shape))
         d = self.spec.action_dim
         mean = dense(d, 0.01)(x)
         raw_log_std = dense(d, 0.01)(x)
@@ -180,10 +232,11 @@ class QNetwork(nn.Module):
     activation: str = "relu"
     obs_ndim: int = 1
     dueling: bool = False
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = MLP(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
+        x = features(self, obs, self.obs_ndim)
         if not self.dueling:
             return dense(self.num_actions, 1.0)(x)
         value = dense(1, 1.0)(x)
@@ -197,43 +250,58 @@ class DeterministicActor(nn.Module):
     spec: EnvSpec
     hidden_sizes: Sequence[int]
     activation: str = "relu"
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = MLP(self.hidden_sizes, self.activation, len(self.spec.obs_shape))(obs)
+        x = features(self, obs, len(self.spec.obs_shape))
         unit = jnp.tanh(dense(self.spec.action_dim, 0.01)(x))
-        low = jnp.asarray(self.spec.action_low, jnp.float32)
-        high = jnp.asarray(self.spec.action_high, jnp.float32)
-        return low + (unit + 1.0) * 0.5 * (high - low)
+        return scale_action(unit, self.spec.action_low, self.spec.action_high)
 
 
 class QCritic(nn.Module):
     """Q(s, a) for continuous actions: an MLP on the concatenated (flattened) observation and
-    action, a scalar per pair."""
+    action, a scalar per pair; with the ``cnn`` torso the observation's convolution features
+    replace the flattened observation."""
 
     hidden_sizes: Sequence[int]
     activation: str = "relu"
     obs_ndim: int = 1
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        if self.obs_ndim != 1:
+        if self.torso == "cnn":
+            obs = ConvEncoder(self.activation)(obs)
+        elif self.obs_ndim != 1:
             obs = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
         x = MLP(self.hidden_sizes, self.activation, 1)(jnp.concatenate([obs, action], -1))
         return dense(1, 1.0)(x)[..., 0]
 
+    def q1(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """The critic itself (the same method name as :meth:`TwinQCritic.q1`)."""
+        return self(obs, action)
+
 
 class TwinQCritic(nn.Module):
-    """Two independent Q(s, a) critics (TD3, SAC); returns ``[2, ...]``."""
+    """Two independent Q(s, a) critics (TD3, SAC); ``__call__`` returns ``[2, ...]`` and
+    :meth:`q1` the first critic alone (TD3's and DDPG's actor objective), without evaluating
+    the second."""
 
     hidden_sizes: Sequence[int]
     activation: str = "relu"
     obs_ndim: int = 1
+    torso: str = "mlp"
 
-    @nn.compact
+    def setup(self):
+        self.critics = [QCritic(self.hidden_sizes, self.activation, self.obs_ndim, self.torso,
+                                name=f"QCritic_{i}") for i in range(2)]
+
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        return jnp.stack([QCritic(self.hidden_sizes, self.activation, self.obs_ndim)(obs, action)
-                          for _ in range(2)])
+        return jnp.stack([critic(obs, action) for critic in self.critics])
+
+    def q1(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        return self.critics[0](obs, action)
 
 
 class TwinQNetwork(nn.Module):
@@ -244,8 +312,9 @@ class TwinQNetwork(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str = "relu"
     obs_ndim: int = 1
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         return jnp.stack([QNetwork(self.num_actions, self.hidden_sizes, self.activation,
-                                   self.obs_ndim)(obs) for _ in range(2)])
+                                   self.obs_ndim, torso=self.torso)(obs) for _ in range(2)])

@@ -1,8 +1,9 @@
 """Exploration noise for deterministic policies (DDPG, TD3): Gaussian, Ornstein-Uhlenbeck, and
 TD3's clipped target-policy smoothing noise.
 
-The Ornstein-Uhlenbeck process (Uhlenbeck & Ornstein 1930; DDPG's exploration, seed 003)
-dx = theta (mu - x) dt + sigma dW is simulated with the Euler-Maruyama step
+The Ornstein-Uhlenbeck process dx = theta (mu - x) dt + sigma dW (Uhlenbeck & Ornstein 1930;
+DDPG's exploration noise, Lillicrap et al. 2016, experiment details) is simulated with the
+Euler-Maruyama step
 
     x_{t+1} = x_t + theta (mu - x_t) dt + sigma sqrt(dt) eps_t,   eps_t ~ N(0, I),
 
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 
 def gaussian(key: jax.Array, shape: tuple[int, ...], scale) -> jax.Array:
     """scale * N(0, I) of ``shape`` (``scale`` broadcasts, e.g. per action dimension)."""
-    return scale * jax.random.normal(key, shape)
+    return scale * jax.random.normal(key, shape, jnp.float32)
 
 
 def ou_init(shape: tuple[int, ...], mu=0.0) -> jax.Array:
@@ -30,7 +31,8 @@ def ou_init(shape: tuple[int, ...], mu=0.0) -> jax.Array:
 
 def ou_step(x: jax.Array, key: jax.Array, theta, sigma, dt, mu=0.0) -> jax.Array:
     """One Euler-Maruyama step x + theta (mu - x) dt + sigma sqrt(dt) N(0, I)."""
-    return x + theta * (mu - x) * dt + sigma * jnp.sqrt(dt) * jax.random.normal(key, x.shape)
+    eps = jax.random.normal(key, x.shape, x.dtype)
+    return x + theta * (mu - x) * dt + sigma * jnp.sqrt(dt) * eps
 
 
 def ou_stationary_std(theta, sigma, dt):
@@ -44,7 +46,8 @@ def ou_reset(x: jax.Array, done: jax.Array, mu=0.0) -> jax.Array:
 
 
 def clipped_gaussian(key: jax.Array, shape: tuple[int, ...], scale, clip) -> jax.Array:
-    """clip(scale * N(0, I), -clip, clip): TD3's target-policy smoothing noise (seed 004)."""
+    """clip(scale * N(0, I), -clip, clip): TD3's target-policy smoothing noise (Fujimoto et
+    al. 2018, section 5.3)."""
     return jnp.clip(gaussian(key, shape, scale), -clip, clip)
 
 

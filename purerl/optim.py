@@ -119,7 +119,8 @@ def _axpy(alpha, x: Any, y: Any) -> Any:
 def conjugate_gradient(matvec: Callable[[Any], Any], b: Any, num_iters: int,
                        tol: float = 1e-10) -> tuple[Any, jax.Array]:
     """Solve A x = b for a symmetric positive-definite A given only ``matvec(v) = A v`` (any
-    pytree), by conjugate gradient from x = 0 (Hestenes & Stiefel; seed 001's TRPO):
+    pytree), by conjugate gradient from x = 0 (Hestenes & Stiefel 1952;
+    Schulman et al. 2015, Appendix C):
 
         alpha = r.r / p.A p,  x += alpha p,  r -= alpha A p,  p = r + (r'.r' / r.r) p.
 
@@ -153,6 +154,6 @@ def hessian_vector_product(fn: Callable[[Any], jax.Array], params: Any, v: Any) 
 
 
 def polyak(target: Any, online: Any, tau) -> Any:
-    """Soft target update theta_target <- (1 - tau) theta_target + tau theta_online (seed 000
-    writes rho = 1 - tau)."""
+    """Soft target update theta_target <- (1 - tau) theta_target + tau theta_online (Lillicrap et
+    al. 2016; Polyak averaging with rho = 1 - tau in Spinning Up's notation)."""
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)

@@ -41,6 +41,15 @@ class ReplayBuffer:
         return jax.tree.leaves(self.data)[0].shape[0]
 
 
+def example_transition(spec: Any) -> Transition:
+    """One zero transition shaped for an :class:`purerl.spaces.EnvSpec`: float32 observations,
+    an int32 (discrete) or float32 (continuous) action, float32 reward, boolean ``terminated``."""
+    action = (jnp.zeros((), jnp.int32) if spec.discrete
+              else jnp.zeros(spec.action_shape, jnp.float32))
+    obs = jnp.zeros(spec.obs_shape, jnp.float32)
+    return Transition(obs, action, jnp.zeros((), jnp.float32), obs, jnp.zeros((), bool))
+
+
 def init(capacity: int, example_transition: Any) -> ReplayBuffer:
     """An empty buffer of ``capacity`` slots shaped like one (unbatched) ``example_transition``."""
     if not isinstance(capacity, int) or capacity < 1:

@@ -1,6 +1,6 @@
 """Return and advantage estimators. Time-major ``[T, ...]`` and truncation aware.
 
-Notation (seed 003): a transition at step t has reward r_t, value V(s_t) and a real next state
+Notation: a transition at step t has reward r_t, value V(s_t) and a real next state
 s'_t. ``terminated_t`` means s'_t is terminal (bootstrap from zero); ``truncated_t`` means the
 episode was cut by a time limit (bootstrap from V(s'_t), but never carry an estimate across into
 the next episode). Inside an episode s'_t = s_{t+1}.
@@ -52,7 +52,7 @@ def gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, terminate
 
 
 def reward_to_go(rewards: jax.Array, done: jax.Array, gamma: float) -> jax.Array:
-    """Monte-Carlo reward-to-go, never bootstrapped (seed 000):
+    """Monte-Carlo reward-to-go, never bootstrapped (Sutton & Barto 2018, section 13.3):
 
         Q_t = sum_{t' >= t in t's episode} gamma^(t' - t) r_t' ,
         i.e.  Q_t = r_t + gamma (1 - done_t) Q_{t+1},   Q_T = 0.
@@ -76,7 +76,8 @@ def reward_to_go(rewards: jax.Array, done: jax.Array, gamma: float) -> jax.Array
 def episode_returns(rewards: jax.Array, done: jax.Array, gamma: float) -> jax.Array:
     """The discounted return R(tau) = sum_t gamma^t r_t of the episode each step belongs to,
     counted from that episode's first step in the batch, on every one of its steps (the weight
-    of seed 000's first REINFORCE estimator; gamma = 1 gives its undiscounted sum).
+    of REINFORCE's whole-trajectory estimator, Williams 1992; gamma = 1 gives its undiscounted
+    sum).
     """
     chex.assert_equal_shape([rewards, done])
     q = reward_to_go(rewards, done, gamma)
@@ -93,8 +94,8 @@ def episode_returns(rewards: jax.Array, done: jax.Array, gamma: float) -> jax.Ar
 
 def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.Array,
                    truncated: jax.Array, gamma: float) -> jax.Array:
-    """A3C's n-step returns G_t^(n) over a ``t_max``-step segment (seed 001), accumulated
-    backwards exactly as in the worker's loop ``R <- r_i + gamma R``:
+    """A3C's n-step returns G_t^(n) over a ``t_max``-step segment (Mnih et al. 2016,
+    Algorithm S3), accumulated backwards exactly as in the worker's loop ``R <- r_i + gamma R``:
 
         R = 0                 after a terminal step (terminated_i),
         R = V(s'_i)           after a truncated step or the segment's last step (bootstrap

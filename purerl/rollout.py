@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purerl import envs
+from purerl import envs, returns
 
 # policy(obs, key) -> (action to store, action for the env)
 Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -24,6 +24,19 @@ def stochastic_policy(dist_fn: Callable[[jax.Array], Any]) -> Policy:
         return u, dist.env_action(u)
 
     return policy
+
+
+def policy_act(dist_fn: Callable[[Any, jax.Array], Any]) -> Callable[..., jax.Array]:
+    """A trainer's ``act(state, obs, key=None, deterministic=True)`` for a policy
+    ``dist_fn(state, normalised_obs) -> dist``: the distribution's mode, or a sample, as an
+    environment action; observations go through the state's normaliser first."""
+
+    def act(state: Any, obs: jax.Array, key: jax.Array | None = None,
+            deterministic: bool = True) -> jax.Array:
+        dist = dist_fn(state, state.run.obs_norm(obs))
+        return dist.env_action(dist.mode() if deterministic else dist.sample(key))
+
+    return act
 
 
 class Trajectory(NamedTuple):
@@ -42,7 +55,7 @@ class Trajectory(NamedTuple):
         return self.terminated | self.truncated
 
 
-def collect(env, env_params, policy: Policy, key: jax.Array, env_state: envs.EnvState,
+def collect(env: envs.Env, policy: Policy, key: jax.Array, env_state: envs.EnvState,
             num_steps: int) -> tuple[envs.EnvState, Trajectory]:
     """Run ``policy`` for ``num_steps`` steps in every environment (a ``lax.scan``).
 
@@ -53,28 +66,42 @@ def collect(env, env_params, policy: Policy, key: jax.Array, env_state: envs.Env
     def one_step(state: envs.EnvState, step_key):
         act_key, env_key = jax.random.split(step_key)
         stored, env_action = policy(state.obs, act_key)
-        next_state, tr = envs.step(env, env_params, env_key, state, env_action)
+        next_state, tr = env.step(env_key, state, env_action)
         return next_state, Trajectory(state.obs, stored, tr.reward, tr.terminated, tr.truncated,
                                       tr.next_obs, tr.completed_return)
 
     return jax.lax.scan(one_step, env_state, jax.random.split(key, num_steps))
 
 
-def collect_episodes(env, env_params, policy: Policy, key: jax.Array, num_episodes: int,
-                     max_steps: int) -> tuple[Trajectory, jax.Array]:
+def gae_targets(traj: Trajectory, value_fn: Callable[[jax.Array], jax.Array],
+                norm: Callable[[jax.Array], jax.Array], gamma, gae_lambda
+                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(obs, values, advantages, targets)`` of a rollout: the normalised observations, V(s_t)
+    and GAE advantages and value targets (:func:`purerl.returns.gae`, bootstrapping from
+    V(s'_t) of the real next observation), with ``value_fn`` applied to the whole batch."""
+    obs = norm(traj.obs)
+    values, next_values = value_fn(obs), value_fn(norm(traj.next_obs))
+    advantages, targets = returns.gae(traj.reward, values, next_values, traj.terminated,
+                                      traj.truncated, gamma, gae_lambda)
+    return obs, values, advantages, targets
+
+
+def collect_episodes(env: envs.Env, policy: Policy, key: jax.Array, num_episodes: int
+                     ) -> tuple[Trajectory, jax.Array]:
     """One whole episode in each of ``num_episodes`` freshly reset environments.
 
-    Returns a ``[max_steps, num_episodes]`` trajectory and a boolean ``mask`` that is true on
-    the steps of each environment's first episode; steps after it ended (the environment
-    auto-resets) are padding to be masked out. ``max_steps`` should be the environment's time
-    limit so that every episode ends (by termination or truncation) inside the buffer.
+    Returns a ``[max_steps, num_episodes]`` trajectory (``max_steps``: the environment's time
+    limit, so every episode ends inside the buffer, by termination or truncation) and a boolean
+    ``mask`` that is true on the steps of each environment's first episode; steps after it
+    ended (the environment auto-resets) are padding to be masked out.
 
     A ``lax.while_loop`` stops as soon as every episode has ended, so short early episodes cost
     few steps; step t's randomness is ``fold_in(key, t)``, so the result does not depend on how
     many steps the loop ran past an episode's end (e.g. under ``vmap``).
     """
+    max_steps = env.spec.max_episode_steps
     reset_key, key = jax.random.split(key)
-    state = envs.reset(env, env_params, reset_key, num_episodes)
+    state = env.reset(reset_key, num_episodes)
     example = jax.eval_shape(policy, state.obs, key)[0]
 
     def buffer(shape, dtype):
@@ -104,7 +131,7 @@ def collect_episodes(env, env_params, policy: Policy, key: jax.Array, num_episod
     def body(c: Carry):
         act_key, env_key = jax.random.split(jax.random.fold_in(key, c.t))
         stored, env_action = policy(c.state.obs, act_key)
-        state, tr = envs.step(env, env_params, env_key, c.state, env_action)
+        state, tr = env.step(env_key, c.state, env_action)
         row = Trajectory(c.state.obs, stored, tr.reward, tr.terminated, tr.truncated,
                          tr.next_obs, tr.completed_return)
         traj = jax.tree.map(lambda buf, x: buf.at[c.t].set(x), c.traj, row)
@@ -118,7 +145,7 @@ def collect_episodes(env, env_params, policy: Policy, key: jax.Array, num_episod
     return out.traj, out.mask
 
 
-def step_transitions(env, env_params, key: jax.Array, state: envs.EnvState, action: jax.Array,
+def step_transitions(env: envs.Env, key: jax.Array, state: envs.EnvState, action: jax.Array,
                      stored_action: jax.Array | None = None
                      ) -> tuple[envs.EnvState, Any, envs.Step]:
     """One step of every environment for off-policy learning: ``(state, transitions, step)``
@@ -127,7 +154,7 @@ def step_transitions(env, env_params, key: jax.Array, state: envs.EnvState, acti
     action sent to the environment."""
     from purerl.replay import Transition
 
-    next_state, tr = envs.step(env, env_params, key, state, action)
+    next_state, tr = env.step(key, state, action)
     stored = action if stored_action is None else stored_action
     return next_state, Transition(state.obs, stored, tr.reward, tr.next_obs, tr.terminated), tr
 
@@ -148,12 +175,14 @@ def episode_stats(traj: Trajectory | envs.Step, mask: jax.Array | None = None) -
     return EpisodeStats(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan), count)
 
 
-def evaluate(env, env_params, act: Callable[[jax.Array], jax.Array], key: jax.Array,
-             num_episodes: int, max_steps: int) -> jax.Array:
+def evaluate(env: envs.Env, act: Callable[[jax.Array], jax.Array], key: jax.Array,
+             num_episodes: int) -> jax.Array:
     """Mean undiscounted return of ``num_episodes`` parallel episodes under ``act(obs)``
-    (typically the deterministic policy). Runs until every episode has ended or ``max_steps``."""
+    (typically the deterministic policy). Runs until every episode has ended or the
+    environment's time limit."""
+    max_steps = env.spec.max_episode_steps
     reset_key, key = jax.random.split(key)
-    state = envs.reset(env, env_params, reset_key, num_episodes)
+    state = env.reset(reset_key, num_episodes)
 
     class Carry(NamedTuple):
         state: Any
@@ -167,11 +196,11 @@ def evaluate(env, env_params, act: Callable[[jax.Array], jax.Array], key: jax.Ar
 
     def body(c: Carry):
         key, step_key = jax.random.split(c.key)
-        state, tr = envs.step(env, env_params, step_key, c.state, act(c.state.obs))
+        state, tr = env.step(step_key, c.state, act(c.state.obs))
         returns = c.returns + jnp.where(c.active, tr.reward, 0.0)
         active = c.active & ~(tr.terminated | tr.truncated)
         return Carry(state, key, returns, active, c.t + 1)
 
-    init = Carry(state, key, jnp.zeros(num_episodes), jnp.ones(num_episodes, bool),
+    init = Carry(state, key, jnp.zeros(num_episodes, jnp.float32), jnp.ones(num_episodes, bool),
                  jnp.asarray(0))
     return jax.lax.while_loop(cond, body, init).returns.mean()

@@ -1,7 +1,8 @@
-"""Soft actor-critic (Haarnoja et al. 2018a, 2018b; seed 003; the maximum-entropy objective of
-seed 001), for continuous actions and, after Christodoulou (2019), for discrete ones.
+"""Soft actor-critic (Haarnoja et al. 2018a, arXiv:1801.01290; 2018b, arXiv:1812.05905), for
+continuous actions and, after Christodoulou (2019, arXiv:1910.07207), for discrete ones.
 
-SAC maximises E[sum_t gamma^t (r_t + alpha H(pi(.|s_t)))]. One update:
+SAC maximises the maximum-entropy objective E[sum_t gamma^t (r_t + alpha H(pi(.|s_t)))]
+(2018a, eq. 1). One update:
 
 1. act in each of ``num_envs`` environments with a ~ pi(.|s) (uniformly random actions while
    fewer than ``learning_starts`` env steps are stored and ``random_warmup`` is set), step, and
@@ -10,17 +11,18 @@ SAC maximises E[sum_t gamma^t (r_t + alpha H(pi(.|s_t)))]. One update:
    ``lax.scan``; the update-to-data ratio is ``num_gradient_steps / num_envs``) on uniform
    minibatches, each minimising
 
-   * the twin soft Q losses  J_Q(theta_i) = E[1/2 (Q_i(s, a) - y)^2], i = 1, 2, with
-     y = r + gamma (1 - terminated) V'(s') and the soft value of the next state
+   * the twin soft Q losses (2018b, section 4)  J_Q(theta_i) = E[1/2 (Q_i(s, a) - y)^2],
+     i = 1, 2, with y = r + gamma (1 - terminated) V'(s') and the soft value of the next state
      V'(s') = min_i Q'_i(s', a') - alpha log pi(a'|s'), a' ~ pi(.|s') (target critics Q'_i);
      with ``value_network=True`` (the 2018a variant) y = r + gamma (1 - terminated) V_bar(s');
-   * the policy loss  J_pi(phi) = E[alpha log pi(a~|s) - min_i Q_i(s, a~)], a~ = f_phi(eps; s)
-     reparameterised (u = mean + std eps, a~ = scale(tanh(u))), so the gradient flows
-     through the sampled action into the critics;
+   * the policy loss (2018b, section 4)  J_pi(phi) = E[alpha log pi(a~|s) - min_i Q_i(s, a~)],
+     a~ = f_phi(eps; s) reparameterised (u = mean + std eps, a~ = scale(tanh(u))), so the
+     gradient flows through the sampled action into the critics;
    * with ``value_network=True``, J_V(psi) = E[1/2 (V_psi(s) - [min_i Q_i(s, a~) -
-     alpha log pi(a~|s)])^2], a~ ~ pi fresh from the current policy (not the buffer);
+     alpha log pi(a~|s)])^2] (2018a, section 4.2), a~ ~ pi fresh from the current policy (not the
+     buffer);
    * with ``autotune_alpha``, the temperature loss J(alpha) = E[alpha (H - H_target)]
-     (``losses.temperature_loss``), H = -log pi(a~|s);
+     (2018b, section 5; ``losses.temperature_loss``), H = -log pi(a~|s);
 
    then Polyak-averages the target networks (the twin Q critics, or V_bar with
    ``value_network=True``) by ``tau``.
@@ -39,7 +41,7 @@ Discrete actions (``CartPole-v1`` etc.): a categorical policy and twin Q(s, .) n
 expectation over actions is exact, V(s) = sum_a pi(a|s) [min_i Q_i(s, a) - alpha log pi(a|s)]
 (``losses.expected_soft_value``) for the target, the policy loss -E[V(s)] and the value
 network's target, and H is the exact entropy, with H_target = target_entropy_ratio log |A|.
-:data:`DISCRETE` holds settings that learn CartPole-v1.
+:data:`DISCRETE` is its CartPole-v1 preset (:mod:`purerl.presets`).
 
 Deterministic evaluation (and ``act(deterministic=True)``) takes scale(tanh(mean)) or the most
 probable action. Metrics besides the common ones: ``alpha``, ``entropy`` (the policy's entropy
@@ -59,20 +61,22 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from purerl import envs, loop, optim, replay, rollout
-from purerl.config import (OffPolicyConfig, hparam, redefault, positive, static,
-                           unit_interval)
+from purerl import envs, loop, optim, presets, replay, rollout
+from purerl.config import (ANY_NUMBER, POSITIVE, UNIT_INTERVAL, OffPolicyConfig, hparam,
+                           redefault, static)
 from purerl.distributions import Categorical, TanhGaussian
 from purerl.losses import expected_soft_value, soft_value, td_target, temperature_loss
 from purerl.networks import (Actor, SquashedGaussianActor, TwinQCritic, TwinQNetwork,
-                             ValueCritic)
+                             ValueCritic, torso_for)
+from purerl.normalize import ObsNormalizer
+from purerl.spaces import EnvSpec, random_action
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(OffPolicyConfig):
     """SAC hyperparameters. The defaults learn Pendulum-v1 in 15k env steps: final deterministic
-    evaluation -148 (mean of 4 seeds from ``jax.random.key(0)``) and -136 (8 seeds from
-    ``key(1)``, worst -190); :data:`DISCRETE` holds settings for CartPole-v1."""
+    evaluation -148 (mean of 4 random seeds from ``jax.random.key(0)``) and -136 (8 seeds from
+    ``key(1)``, worst -190); :data:`DISCRETE` is the CartPole-v1 preset."""
 
     algo = "sac"
 
@@ -83,33 +87,28 @@ class Config(OffPolicyConfig):
     eval_every: int = redefault("eval_every", 5_000)
 
     batch_size: int = redefault("batch_size", 256)
-    random_warmup: bool = static(True)
-    value_network: bool = static(False)
-    autotune_alpha: bool = static(True)
+    random_warmup: bool = static(True, "uniformly random actions before learning_starts")
+    value_network: bool = static(False, "the 2018a variant: a soft value network V and its "
+                                 "Polyak-averaged target V_bar")
+    autotune_alpha: bool = static(True, "learn the temperature toward the target entropy")
 
-    actor_lr: float = hparam(1e-3, check=positive, why="must be > 0")
-    critic_lr: float = hparam(1e-3, check=positive,
-                              why="must be > 0 (also the value network's learning rate)")
-    alpha_lr: float = hparam(1e-3, check=positive, why="must be > 0")
-    gamma: float = hparam(0.99, check=unit_interval, why="must be in [0, 1]")
-    tau: float = hparam(0.005, check=unit_interval, why="must be in [0, 1]")
-    alpha: float = hparam(1.0, check=positive,
-                          why="must be > 0 (initial temperature; fixed without autotune_alpha)")
+    actor_lr: float = hparam(1e-3, "actor Adam learning rate", POSITIVE)
+    critic_lr: float = hparam(1e-3, "Adam learning rate of the critics and the value network",
+                              POSITIVE)
+    alpha_lr: float = hparam(1e-3, "temperature Adam learning rate", POSITIVE)
+    gamma: float = hparam(0.99, "discount factor", UNIT_INTERVAL)
+    tau: float = hparam(0.005, "Polyak coefficient of the target networks", UNIT_INTERVAL)
+    alpha: float = hparam(1.0, "initial temperature (fixed without autotune_alpha)", POSITIVE)
     target_entropy_scale: float = hparam(
-        1.0, continuous_only=True,
-        why="(continuous actions: H_target = -target_entropy_scale * action_dim)")
+        1.0, "H_target = -target_entropy_scale * action_dim", ANY_NUMBER, only="continuous")
     target_entropy_ratio: float = hparam(
-        0.7, check=unit_interval, discrete_only=True,
-        why="must be in [0, 1] (discrete actions: H_target = ratio * log(num_actions))")
+        0.7, "H_target = target_entropy_ratio * log(num_actions)", UNIT_INTERVAL,
+        only="discrete")
 
 
-# Settings that learn CartPole-v1 with discrete SAC: ``sac.Config(**sac.DISCRETE)``. Five envs
-# and two gradient steps per update (update-to-data ratio 0.4), a recent-experience buffer of 10k
-# transitions and fast targets (tau 0.05), as in rejax's tuned CartPole config. Measured: 500 on
-# all 12 seeds tried (4 from key 0, 8 from key 1), from about 20k env steps on.
-DISCRETE: dict[str, Any] = dict(env="CartPole-v1", total_timesteps=30_000, num_envs=5,
-                                num_gradient_steps=2, buffer_size=10_000, tau=0.05,
-                                activation="tanh", eval_every=1_000)
+# The CartPole-v1 preset as a dict (``sac.Config(**sac.DISCRETE)`` equals
+# ``sac.Config.for_env("CartPole-v1")``); see purerl/presets.py for why these settings.
+DISCRETE: dict[str, Any] = dict(presets.lookup("sac", "CartPole-v1").overrides, env="CartPole-v1")
 
 
 class Params(NamedTuple):
@@ -125,14 +124,27 @@ class TrainState:
     target: Any  # target twin-Q parameters, or V_bar's with value_network=True
     opt_state: Params  # one Adam state per network (None where there is no network)
     buffer: replay.ReplayBuffer
-    env_state: envs.EnvState
-    obs_norm: envs.ObsNormState
-    key: jax.Array
-    update_step: jax.Array
-    hparams: dict[str, jax.Array]
+    run: loop.RunState
 
 
-def target_entropy(spec: envs.EnvSpec, cfg: Config):
+class Learner(NamedTuple):
+    """What a gradient step changes (the carry of the gradient-step scan)."""
+
+    params: Params
+    target: Any
+    opt_state: Params
+
+
+class Nets(NamedTuple):
+    """The networks, fixed when the agent is built."""
+
+    spec: EnvSpec
+    actor: Actor | SquashedGaussianActor
+    critic: TwinQNetwork | TwinQCritic  # Q(s, .) for discrete actions, Q(s, a) otherwise
+    value: ValueCritic
+
+
+def target_entropy(spec: EnvSpec, cfg: Config):
     """-target_entropy_scale |A| (continuous), target_entropy_ratio log |A| (discrete)."""
     if spec.discrete:
         return cfg.target_entropy_ratio * math.log(spec.num_actions)
@@ -162,149 +174,168 @@ def exact_soft_value(dist: Categorical, q_all: jax.Array, alpha
     return expected_soft_value(q_all, dist.log_probs(), alpha), dist.entropy()
 
 
-def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
-    cfg = Config.coerce(config)
-    env, env_params, spec = envs.make_env(cfg.env)
-    cfg.check_action_space(spec.discrete, cfg.env)
-    obs_ndim = len(spec.obs_shape)
-    if spec.discrete:
-        actor = Actor(spec, cfg.hidden_sizes, cfg.activation)
-        critic = TwinQNetwork(spec.num_actions, cfg.hidden_sizes, cfg.activation, obs_ndim)
-        stored_action = jnp.zeros((), jnp.int32)
+def q_taken(nets: Nets, critic_params: Any, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """Q_i(s, a) of the stored actions, ``[2, B]``."""
+    if nets.spec.discrete:  # a one-hot contraction: its gradient is not a scatter
+        q_all = nets.critic.apply(critic_params, obs)
+        return jnp.sum(q_all * jax.nn.one_hot(action, nets.spec.num_actions), -1)
+    return nets.critic.apply(critic_params, obs, action)
+
+
+def policy_soft_value(nets: Nets, actor_params: Any, critic_params: Any, obs: jax.Array,
+                      key: jax.Array, alpha) -> tuple[jax.Array, jax.Array]:
+    """(V(s), H(s)) of the current policy under the critics ``critic_params``: exact for
+    discrete actions, from one reparameterised sample for continuous ones."""
+    dist = nets.actor.apply(actor_params, obs)
+    if nets.spec.discrete:
+        return exact_soft_value(dist, nets.critic.apply(critic_params, obs), alpha)
+    return sampled_soft_value(dist, lambda a: nets.critic.apply(critic_params, obs, a), key,
+                              alpha)
+
+
+def loss_fn(params: Params, target: Any, batch: replay.Transition, key: jax.Array,
+            nets: Nets, cfg: Config) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The sum of the critic, actor, (value) and (temperature) losses of the module docstring,
+    with stop-gradients so that each network's gradient is that of its own loss."""
+    next_key, pi_key = jax.random.split(key)
+    alpha = jnp.exp(params.log_alpha) if cfg.autotune_alpha else cfg.alpha
+    alpha = jax.lax.stop_gradient(alpha)
+    if cfg.value_network:
+        next_value = nets.value.apply(target, batch.next_obs)
     else:
-        actor = SquashedGaussianActor(spec, cfg.hidden_sizes, cfg.activation)
-        critic = TwinQCritic(cfg.hidden_sizes, cfg.activation, obs_ndim)
-        stored_action = jnp.zeros(spec.action_shape, jnp.float32)
-    value_net = ValueCritic(cfg.hidden_sizes, cfg.activation, obs_ndim)
-    example = replay.Transition(jnp.zeros(spec.obs_shape), stored_action, jnp.zeros(()),
-                                jnp.zeros(spec.obs_shape), jnp.zeros((), bool))
+        next_value, _ = policy_soft_value(nets, params.actor, target, batch.next_obs, next_key,
+                                          alpha)
+    y = td_target(batch.reward, batch.terminated, next_value, cfg.gamma)
+    q = q_taken(nets, params.critic, batch.obs, batch.action)
+    critic_loss = 0.5 * jnp.sum(jnp.mean(jnp.square(q - y), -1))
 
-    def q_taken(critic_params, obs, action):
-        """Q_i(s, a) of the stored actions, ``[2, B]``."""
-        if spec.discrete:  # a one-hot contraction: its gradient is not a scatter
-            q_all = critic.apply(critic_params, obs)
-            return jnp.sum(q_all * jax.nn.one_hot(action, spec.num_actions), -1)
-        return critic.apply(critic_params, obs, action)
+    v_pi, entropy = policy_soft_value(nets, params.actor, jax.lax.stop_gradient(params.critic),
+                                      batch.obs, pi_key, alpha)
+    actor_loss = -jnp.mean(v_pi)
+    info = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": q[0].mean(),
+            "td_error": jnp.abs(q[0] - y).mean(), "entropy": entropy.mean(), "alpha": alpha}
+    total = critic_loss + actor_loss
+    if cfg.value_network:
+        v = nets.value.apply(params.value, batch.obs)
+        info["value_loss"] = 0.5 * jnp.mean(jnp.square(v - jax.lax.stop_gradient(v_pi)))
+        total = total + info["value_loss"]
+    if cfg.autotune_alpha:
+        info["alpha_loss"] = temperature_loss(params.log_alpha, entropy,
+                                              target_entropy(nets.spec, cfg))
+        total = total + info["alpha_loss"]
+    return total, info
 
-    def policy_soft_value(actor_params, critic_params, obs, key, alpha):
-        """(V(s), H(s)) of the current policy under the critics ``critic_params``."""
-        dist = actor.apply(actor_params, obs)
-        if spec.discrete:
-            return exact_soft_value(dist, critic.apply(critic_params, obs), alpha)
-        return sampled_soft_value(dist, lambda a: critic.apply(critic_params, obs, a), key,
-                                  alpha)
 
-    def loss_fn(params: Params, target, batch: replay.Transition, key, c: Config):
-        next_key, pi_key = jax.random.split(key)
-        alpha = jnp.exp(params.log_alpha) if cfg.autotune_alpha else c.alpha
-        alpha = jax.lax.stop_gradient(alpha)
-        if cfg.value_network:
-            next_value = value_net.apply(target, batch.next_obs)
-        else:
-            next_value, _ = policy_soft_value(params.actor, target, batch.next_obs, next_key,
-                                              alpha)
-        y = td_target(batch.reward, batch.terminated, next_value, c.gamma)
-        q = q_taken(params.critic, batch.obs, batch.action)
-        critic_loss = 0.5 * jnp.sum(jnp.mean(jnp.square(q - y), -1))
+def gradient_step(nets: Nets, cfg: Config, buffer: replay.ReplayBuffer, norm: ObsNormalizer,
+                  learner: Learner, key: jax.Array) -> tuple[Learner, dict[str, jax.Array]]:
+    """All losses' gradients at the same parameters, one Adam step per learned network, then
+    the Polyak step of the target (twin Q', or V_bar with ``value_network``)."""
+    sample_key, loss_key = jax.random.split(key)
+    batch = replay.sample(buffer, sample_key, cfg.batch_size)
+    batch = batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
+    grads, info = jax.grad(loss_fn, has_aux=True)(learner.params, learner.target, batch,
+                                                  loss_key, nets, cfg)
+    txs = Params(optim.adam(cfg.actor_lr), optim.adam(cfg.critic_lr), optim.adam(cfg.critic_lr),
+                 optim.adam(cfg.alpha_lr))
+    learned = (True, True, cfg.value_network, cfg.autotune_alpha)
+    new_params, new_opt = learner.params._asdict(), learner.opt_state._asdict()
+    for name, on in zip(Params._fields, learned):
+        if on:
+            updates, new_opt[name] = getattr(txs, name).update(
+                getattr(grads, name), new_opt[name], new_params[name])
+            new_params[name] = optax.apply_updates(new_params[name], updates)
+    params = Params(**new_params)
+    target = optim.polyak(learner.target, params.value if cfg.value_network else params.critic,
+                          cfg.tau)
+    return Learner(params, target, Params(**new_opt)), info
 
-        v_pi, entropy = policy_soft_value(params.actor, jax.lax.stop_gradient(params.critic),
-                                          batch.obs, pi_key, alpha)
-        actor_loss = -jnp.mean(v_pi)
-        info = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": q[0].mean(),
-                "td_error": jnp.abs(q[0] - y).mean(), "entropy": entropy.mean(),
-                "alpha": alpha}
-        total = critic_loss + actor_loss
-        if cfg.value_network:
-            v = value_net.apply(params.value, batch.obs)
-            info["value_loss"] = 0.5 * jnp.mean(jnp.square(v - jax.lax.stop_gradient(v_pi)))
-            total = total + info["value_loss"]
-        if cfg.autotune_alpha:
-            info["alpha_loss"] = temperature_loss(params.log_alpha, entropy,
-                                                  target_entropy(spec, c))
-            total = total + info["alpha_loss"]
-        return total, info
 
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+def make_nets(config: Config, spec: EnvSpec) -> Nets:
+    """Categorical actor and twin Q(s, .) networks for discrete actions, a squashed-Gaussian
+    actor and twin Q(s, a) critics for continuous ones; V_psi(s) for ``value_network``."""
+    sizes, activation, obs_ndim = config.hidden_sizes, config.activation, len(spec.obs_shape)
+    torso = torso_for(config.torso, spec.obs_shape)
+    value = ValueCritic(sizes, activation, obs_ndim, torso)
+    if spec.discrete:
+        return Nets(spec, Actor(spec, sizes, activation, torso=torso),
+                    TwinQNetwork(spec.num_actions, sizes, activation, obs_ndim, torso), value)
+    return Nets(spec, SquashedGaussianActor(spec, sizes, activation, torso=torso),
+                TwinQCritic(sizes, activation, obs_ndim, torso), value)
+
+
+def state_value(nets: Nets, config: Config, state: TrainState, obs: jax.Array) -> jax.Array:
+    """The soft value V(s) = E[min_i Q_i(s, a) - alpha log pi(a|s)] of the current policy (one
+    reparameterised sample for continuous actions, exact for discrete ones; V_psi(s) with
+    ``value_network``)."""
+    obs = state.run.obs_norm(obs)
+    if config.value_network:
+        return nets.value.apply(state.params.value, obs)
+    alpha = (jnp.exp(state.params.log_alpha) if config.autotune_alpha
+             else state.run.hparams["alpha"])
+    return policy_soft_value(nets, state.params.actor, state.params.critic, obs,
+                             jax.random.fold_in(state.run.key, 0x5AC), alpha)[0]
+
+
+def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+    config = Config.coerce(config)
+    env = envs.make(config.env)
+    spec = env.spec
+    config.check_action_space(spec.discrete, config.env)
+    nets = make_nets(config, spec)
+    example = replay.example_transition(spec)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp = cfg.initial_hparams(hparams)
+        hp = config.initial_hparams(hparams)
         key, actor_key, critic_key, value_key, env_key = jax.random.split(key, 5)
-        dummy_obs = jnp.zeros((1,) + spec.obs_shape)
-        critic_params = (critic.init(critic_key, dummy_obs) if spec.discrete else
-                         critic.init(critic_key, dummy_obs, stored_action[None]))
-        value_params = value_net.init(value_key, dummy_obs) if cfg.value_network else None
-        params = Params(actor.init(actor_key, dummy_obs), critic_params, value_params,
+        dummy_obs = jnp.zeros((1,) + spec.obs_shape, jnp.float32)
+        critic_params = (nets.critic.init(critic_key, dummy_obs) if spec.discrete else
+                         nets.critic.init(critic_key, dummy_obs, example.action[None]))
+        value_params = nets.value.init(value_key, dummy_obs) if config.value_network else None
+        params = Params(nets.actor.init(actor_key, dummy_obs), critic_params, value_params,
                         jnp.log(hp["alpha"]))
         return TrainState(
             params=params,
-            target=value_params if cfg.value_network else critic_params,
+            target=value_params if config.value_network else critic_params,
             opt_state=Params(*(None if p is None else optim.adam(1.0).init(p) for p in params)),
-            buffer=replay.init(cfg.buffer_capacity, example),
-            env_state=envs.reset(env, env_params, env_key, cfg.num_envs),
-            obs_norm=envs.obs_norm_init(spec.obs_shape),
-            key=key,
-            update_step=jnp.asarray(0, jnp.int32),
-            hparams=hp,
+            buffer=replay.init(config.buffer_capacity, example),
+            run=loop.RunState.create(key, hp,
+                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
+                                     env.reset(env_key, config.num_envs)),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
-        c = cfg.with_hparams(state.hparams)
-        key, act_key, warmup_key, env_key, learn_key = jax.random.split(state.key, 5)
-        norm = envs.normalizer(state.obs_norm if cfg.normalize_obs else None)
+        cfg = config.with_hparams(state.run.hparams)
+        key, act_key, warmup_key, env_key, learn_key = jax.random.split(state.run.key, 5)
 
         # --- act, step, store
-        dist = actor.apply(state.params.actor, norm(state.env_state.obs))
+        dist = nets.actor.apply(state.params.actor, state.run.obs_norm(state.run.env_state.obs))
         action = dist.env_action(dist.sample(act_key))
         if cfg.random_warmup and cfg.learning_starts > 0:
-            action = jnp.where(state.update_step * cfg.num_envs < cfg.learning_starts,
-                               envs.random_action(spec, warmup_key, cfg.num_envs), action)
-        env_state, transitions, step = rollout.step_transitions(
-            env, env_params, env_key, state.env_state, action)
+            action = jnp.where(cfg.warming_up(state.run.update_step),
+                               random_action(spec, warmup_key, cfg.num_envs), action)
+        env_state, transitions, step = rollout.step_transitions(env, env_key,
+                                                                state.run.env_state, action)
         buffer = replay.add(state.buffer, transitions)
-        obs_norm = (envs.obs_norm_update(state.obs_norm, transitions.obs) if cfg.normalize_obs
-                    else state.obs_norm)
-        norm = envs.normalizer(obs_norm if cfg.normalize_obs else None)
+        norm = state.run.obs_norm.update(transitions.obs)
 
         # --- learn
-        txs = Params(optim.adam(c.actor_lr), optim.adam(c.critic_lr), optim.adam(c.critic_lr),
-                     optim.adam(c.alpha_lr))
-        learned = [name for name, on in zip(Params._fields, (
-            True, True, cfg.value_network, cfg.autotune_alpha)) if on]
-
-        def grad_step(carry, step_key):
-            params, target, opt_state = carry
-            sample_key, loss_key = jax.random.split(step_key)
-            batch = replay.sample(buffer, sample_key, cfg.batch_size)
-            batch = batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
-            grads, info = grad_fn(params, target, batch, loss_key, c)
-            new_params, new_opt = params._asdict(), opt_state._asdict()
-            for name in learned:
-                tx = getattr(txs, name)
-                updates, new_opt[name] = tx.update(getattr(grads, name), new_opt[name],
-                                                   new_params[name])
-                new_params[name] = optax.apply_updates(new_params[name], updates)
-            params, opt_state = Params(**new_params), Params(**new_opt)
-            target = optim.polyak(target, params.value if cfg.value_network else params.critic,
-                                  c.tau)
-            return (params, target, opt_state), info
-
-        (params, target, opt_state), metrics = optim.gradient_steps(
-            grad_step, (state.params, state.target, state.opt_state), learn_key,
-            cfg.num_gradient_steps, cfg.learning(state.update_step))
+        learner, metrics = optim.gradient_steps(
+            lambda learner, k: gradient_step(nets, cfg, buffer, norm, learner, k),
+            Learner(state.params, state.target, state.opt_state), learn_key,
+            cfg.num_gradient_steps, cfg.learning(state.run.update_step))
 
         stats = rollout.episode_stats(step)
-        metrics.update(episode_return=stats.mean_return, episode_count=stats.count,
-                       env_steps=(state.update_step + 1) * cfg.num_envs)
-        new_state = state.replace(params=params, target=target, opt_state=opt_state,
-                                  buffer=buffer, env_state=env_state, obs_norm=obs_norm, key=key,
-                                  update_step=state.update_step + 1)
-        return new_state, metrics
+        metrics.update(episode_return=stats.mean_return, episode_count=stats.count)
+        run = state.run.advance(key, cfg.num_envs, env_state=env_state, obs_norm=norm)
+        return state.replace(**learner._asdict(), buffer=buffer, run=run), metrics
 
-    act, evaluate = loop.policy_act_and_evaluate(
-        lambda params, obs: actor.apply(params.actor, obs), env, env_params, spec, cfg)
-    return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)
+    act = rollout.policy_act(lambda state, obs: nets.actor.apply(state.params.actor, obs))
+    return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
+                      config.num_updates, config.eval_every,
+                      lambda state, obs: state_value(nets, config, state, obs))
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see the trainer contract."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
+    README."""
     return loop.make_train_fn(make_agent(config))

@@ -1,36 +1,40 @@
-"""Trust Region Policy Optimization (Schulman et al. 2015; seeds 001 and 002).
+"""Trust Region Policy Optimization (Schulman et al. 2015, arXiv:1502.05477).
 
 One update collects ``num_steps`` steps in each of ``num_envs`` environments, estimates
-advantages A with GAE (bootstrapping through truncations), and solves
+advantages A with GAE (Schulman et al. 2016, arXiv:1506.02438; bootstrapping through
+truncations), and solves
 
     maximise_theta'  L(theta') = E[pi_theta'(a|s) / pi_theta(a|s) A(s, a)]
     subject to       KL-bar(theta, theta') = E_s[KL(pi_theta(.|s) || pi_theta'(.|s))] <= delta
 
-approximately, as seed 001 derives it: with g = grad L at theta and H the Hessian of the mean KL
-at theta (the Fisher matrix),
+approximately, as in the paper's practical algorithm (section 6 and Appendix C): with
+g = grad L at theta and H the Hessian of the mean KL at theta (the Fisher matrix),
 
 1. x ~= H^-1 g by ``cg_iters`` steps of conjugate gradient, where every product H v is a
    forward-over-reverse derivative of the mean KL over the flattened policy parameters
    (never a dense matrix), plus ``cg_damping`` v;
-2. the full step s = sqrt(2 delta / x^T H x) x;
+2. the full step s = sqrt(2 delta / x^T H x) x, the step along x that reaches the boundary of
+   the quadratic model of the KL constraint;
 3. a backtracking line search over theta + alpha^j s, j = 0 .. max_backtracks: the first step
    whose mean KL (exact, on the batch) is <= delta and whose surrogate improves is accepted;
    if none is, the old policy is kept and the update is counted as a line-search failure.
 
 The value function is fitted separately, by ``vf_epochs`` epochs of Adam minibatch regression on
-the GAE value targets (as in Spinning Up's TRPO). The candidates of the line search are
-evaluated together (one vmapped pass over the batch), then the first acceptable one is taken.
+the GAE value targets (as in Achiam 2018, Spinning Up's TRPO). The candidates of the line search
+are evaluated together (one vmapped pass over the batch), then the first acceptable one is taken.
 
-Metrics besides the common ones: ``kl`` (mean KL of the accepted step, 0 when none),
+Metrics besides the common ones: ``policy_loss`` (-L at theta), ``value_loss`` (of the last
+value-fitting epoch), ``entropy``, ``kl`` (mean KL of the accepted step, 0 when none),
 ``surrogate_improvement``, ``expected_improvement`` (g . s, the linear model's prediction),
 ``backtracks`` (j of the accepted step; max_backtracks + 1 on failure),
-``line_search_failed`` (0 or 1), ``cg_residual`` (||g - H x|| after CG), ``step_norm``.
+``line_search_failed`` (0 or 1), ``cg_residual`` (||g - H x|| after CG), ``step_norm``,
+``explained_variance``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,14 +42,12 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from purerl import envs, losses, loop, optim, returns, rollout
-from purerl.config import RolloutConfig, hparam, positive, redefault, static, unit_interval
+from purerl import envs, losses, loop, optim, rollout
+from purerl.config import (NON_NEGATIVE, OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTERVAL,
+                           RolloutConfig, hparam, redefault, static)
 from purerl.networks import ActorCriticParams as Params
-from purerl.networks import Actor, ValueCritic
-
-
-def _in_open_unit_interval(x) -> bool:
-    return 0.0 < x < 1.0
+from purerl.networks import Actor, ValueCritic, torso_for
+from purerl.normalize import ObsNormalizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,19 +58,24 @@ class Config(RolloutConfig):
 
     total_timesteps: int = redefault("total_timesteps", 200_000)
     num_steps: int = redefault("num_steps", 64)
-    cg_iters: int = static(10, check=positive, why="must be > 0")
-    max_backtracks: int = static(10, check=lambda x: x >= 0, why="must be >= 0")
-    vf_epochs: int = static(5, check=positive, why="must be > 0")
-    vf_minibatches: int = static(8, check=positive, why="must be > 0")
-    normalize_advantages: bool = static(True)
-    log_std_init: float = static(0.0, continuous_only=True)
+    cg_iters: int = static(10, "conjugate-gradient iterations per update", POSITIVE)
+    max_backtracks: int = static(10, "line-search candidates tried after the full step, each "
+                                 "backtrack_coef times the previous", NON_NEGATIVE)
+    vf_epochs: int = static(5, "value-fitting passes over each rollout", POSITIVE)
+    vf_minibatches: int = static(8, "value-fitting minibatches per pass; must divide "
+                                 "num_envs * num_steps", POSITIVE)
+    normalize_advantages: bool = static(True, "normalise advantages over the rollout")
+    log_std_init: float = static(0.0, "initial log-std of the Gaussian policy",
+                                 only="continuous")
 
-    max_kl: float = hparam(0.005, check=positive, why="must be > 0 (the trust region delta)")
-    cg_damping: float = hparam(0.1, check=lambda x: x >= 0, why="must be >= 0")
-    backtrack_coef: float = hparam(0.8, check=_in_open_unit_interval, why="must be in (0, 1)")
-    vf_lr: float = hparam(1e-3, check=positive, why="must be > 0")
-    gamma: float = hparam(0.99, check=unit_interval, why="must be in [0, 1]")
-    gae_lambda: float = hparam(0.97, check=unit_interval, why="must be in [0, 1]")
+    max_kl: float = hparam(0.005, "trust region delta: bound on the mean KL of a step",
+                           POSITIVE)
+    cg_damping: float = hparam(0.1, "damping added to the Fisher matrix in CG",
+                               NON_NEGATIVE)
+    backtrack_coef: float = hparam(0.8, "line-search shrink factor alpha", OPEN_UNIT_INTERVAL)
+    vf_lr: float = hparam(1e-3, "value-function Adam learning rate", POSITIVE)
+    gamma: float = hparam(0.99, "discount factor", UNIT_INTERVAL)
+    gae_lambda: float = hparam(0.97, "GAE lambda", UNIT_INTERVAL)
 
     def validate(self) -> None:
         self.check_divides("vf_minibatches", self.steps_per_update, "num_envs * num_steps")
@@ -79,11 +86,16 @@ class Config(RolloutConfig):
 class TrainState:
     params: Params
     critic_opt: Any
-    env_state: envs.EnvState
-    obs_norm: envs.ObsNormState
-    key: jax.Array
-    update_step: jax.Array
-    hparams: dict[str, jax.Array]
+    run: loop.RunState
+
+
+class Batch(NamedTuple):
+    """Flattened learning batch ``[num_envs * num_steps, ...]``; observations normalised."""
+
+    obs: jax.Array
+    action: jax.Array
+    advantage: jax.Array
+    target: jax.Array  # GAE value target A + V(s)
 
 
 def fisher_vector_product(mean_kl, params: Any, v: Any, damping: float = 0.0) -> Any:
@@ -116,117 +128,143 @@ def backtracking_line_search(surrogate, mean_kl, flat: jax.Array, step: jax.Arra
     return LineSearch(
         params=jnp.where(accepted, candidates[j], flat),
         accepted=accepted,
-        backtracks=jnp.where(accepted, j, max_backtracks + 1),
+        backtracks=jnp.where(accepted, j, max_backtracks + 1).astype(jnp.int32),
         kl=jnp.where(accepted, kls[j], 0.0),
         improvement=jnp.where(accepted, improvements[j], 0.0),
     )
 
 
+def natural_gradient_step(surrogate: Callable[[jax.Array], jax.Array],
+                          mean_kl: Callable[[jax.Array], jax.Array], flat: jax.Array,
+                          cfg: Config) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(s, g, cg_residual)``: the full step s = sqrt(2 max_kl / x^T H x) x, x ~= H^-1 g by
+    conjugate gradient (H damped by ``cg_damping``), and the surrogate's gradient g at
+    ``flat``."""
+    g = jax.grad(surrogate)(flat)
+    x, cg_residual = optim.conjugate_gradient(
+        lambda v: fisher_vector_product(mean_kl, flat, v, cfg.cg_damping), g, cfg.cg_iters)
+    x_hx = jnp.vdot(x, fisher_vector_product(mean_kl, flat, x, cfg.cg_damping))
+    step = jnp.sqrt(2.0 * cfg.max_kl / jnp.maximum(x_hx, 1e-12)) * x
+    return step, g, cg_residual
+
+
+def policy_step(actor: Actor, cfg: Config, actor_params: Any, batch: Batch
+                ) -> tuple[Any, loop.Metrics]:
+    """The trust-region step of the policy on ``batch``: the accepted actor parameters (the old
+    ones if the line search fails) and the step's metrics."""
+    flat, unravel = ravel_pytree(actor_params)
+    old_dist = actor.apply(actor_params, batch.obs)
+    old_log_prob = old_dist.log_prob(batch.action)
+
+    def surrogate(f):
+        log_prob = actor.apply(unravel(f), batch.obs).log_prob(batch.action)
+        return jnp.mean(jnp.exp(log_prob - old_log_prob) * batch.advantage)
+
+    def mean_kl(f):
+        return jnp.mean(old_dist.kl(actor.apply(unravel(f), batch.obs)))
+
+    step, g, cg_residual = natural_gradient_step(surrogate, mean_kl, flat, cfg)
+    search = backtracking_line_search(surrogate, mean_kl, flat, step, cfg.max_kl,
+                                      cfg.backtrack_coef, cfg.max_backtracks)
+    metrics = {
+        "policy_loss": -surrogate(flat),
+        "entropy": old_dist.entropy().mean(),
+        "kl": search.kl,
+        "surrogate_improvement": search.improvement,
+        "expected_improvement": jnp.vdot(g, step),
+        "backtracks": search.backtracks,
+        "line_search_failed": 1 - search.accepted.astype(jnp.int32),
+        "cg_residual": cg_residual,
+        "step_norm": jnp.linalg.norm(search.params - flat),
+    }
+    return unravel(search.params), metrics
+
+
+def fit_value(critic: ValueCritic, cfg: Config, critic_params: Any, opt_state: Any,
+              batch: Batch, key: jax.Array) -> tuple[Any, Any, jax.Array]:
+    """``vf_epochs`` epochs of shuffled Adam minibatch steps on 0.5 E[(V(s) - target)^2];
+    returns the critic parameters, the optimiser state and the last epoch's mean loss."""
+    tx = optim.adam(cfg.vf_lr)
+
+    def vf_step(carry, mb):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(
+            lambda p: losses.value_loss(critic.apply(p, mb[0]), mb[1]))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    (critic_params, opt_state), vf_losses = optim.minibatch_epochs(
+        vf_step, (critic_params, opt_state), (batch.obs, batch.target), key,
+        cfg.vf_epochs, cfg.vf_minibatches)
+    return critic_params, opt_state, vf_losses[-1].mean()
+
+
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
-    cfg = Config.coerce(config)
-    env, env_params, spec = envs.make_env(cfg.env)
-    cfg.check_action_space(spec.discrete, cfg.env)
-    actor = Actor(spec, cfg.hidden_sizes, cfg.activation, cfg.log_std_init)
-    critic = ValueCritic(cfg.hidden_sizes, cfg.activation, len(spec.obs_shape))
+    config = Config.coerce(config)
+    env = envs.make(config.env)
+    spec = env.spec
+    config.check_action_space(spec.discrete, config.env)
+    torso = torso_for(config.torso, spec.obs_shape)
+    actor = Actor(spec, config.hidden_sizes, config.activation, config.log_std_init, torso)
+    critic = ValueCritic(config.hidden_sizes, config.activation, len(spec.obs_shape), torso)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp = cfg.initial_hparams(hparams)
+        hp = config.initial_hparams(hparams)
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        dummy = jnp.zeros((1,) + spec.obs_shape)
+        dummy = jnp.zeros((1,) + spec.obs_shape, jnp.float32)
         params = Params(actor.init(actor_key, dummy), critic.init(critic_key, dummy))
         return TrainState(
             params=params,
             critic_opt=optim.adam(1.0).init(params.critic),
-            env_state=envs.reset(env, env_params, env_key, cfg.num_envs),
-            obs_norm=envs.obs_norm_init(spec.obs_shape),
-            key=key,
-            update_step=jnp.asarray(0, jnp.int32),
-            hparams=hp,
+            run=loop.RunState.create(key, hp,
+                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
+                                     env.reset(env_key, config.num_envs)),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
-        c = cfg.with_hparams(state.hparams)
-        key, rollout_key, vf_key = jax.random.split(state.key, 3)
-        norm = envs.normalizer(state.obs_norm if cfg.normalize_obs else None)
+        cfg = config.with_hparams(state.run.hparams)
+        key, rollout_key, vf_key = jax.random.split(state.run.key, 3)
+        norm = state.run.obs_norm
 
         # --- collect, then GAE with the current critic
         policy = rollout.stochastic_policy(lambda obs: actor.apply(state.params.actor, norm(obs)))
-        env_state, traj = rollout.collect(env, env_params, policy, rollout_key, state.env_state,
+        env_state, traj = rollout.collect(env, policy, rollout_key, state.run.env_state,
                                           cfg.num_steps)
-        obs, next_obs = norm(traj.obs), norm(traj.next_obs)
-        values = critic.apply(state.params.critic, obs)
-        advantages, targets = returns.gae(traj.reward, values,
-                                          critic.apply(state.params.critic, next_obs),
-                                          traj.terminated, traj.truncated, c.gamma, c.gae_lambda)
-        obs, action, advantages, targets = jax.tree.map(
-            lambda x: x.reshape((-1,) + x.shape[2:]), (obs, traj.action, advantages, targets))
+        obs, values, advantages, targets = rollout.gae_targets(
+            traj, lambda obs: critic.apply(state.params.critic, obs), norm, cfg.gamma,
+            cfg.gae_lambda)
+        batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
+                             Batch(obs, traj.action, advantages, targets))
         if cfg.normalize_advantages:
-            advantages = losses.normalize(advantages)
+            batch = batch._replace(advantage=losses.normalize(batch.advantage))
 
-        # --- the natural-gradient step on the flattened policy parameters
-        flat, unravel = ravel_pytree(state.params.actor)
-        old_dist = actor.apply(state.params.actor, obs)
-        old_log_prob = old_dist.log_prob(action)
+        # --- learn: the natural-gradient policy step, then the value regression
+        actor_params, metrics = policy_step(actor, cfg, state.params.actor, batch)
+        critic_params, critic_opt, value_loss = fit_value(
+            critic, cfg, state.params.critic, state.critic_opt, batch, vf_key)
 
-        def surrogate(f):
-            log_prob = actor.apply(unravel(f), obs).log_prob(action)
-            return jnp.mean(jnp.exp(log_prob - old_log_prob) * advantages)
-
-        def mean_kl(f):
-            return jnp.mean(old_dist.kl(actor.apply(unravel(f), obs)))
-
-        g = jax.grad(surrogate)(flat)
-        x, cg_residual = optim.conjugate_gradient(
-            lambda v: fisher_vector_product(mean_kl, flat, v, c.cg_damping), g, cfg.cg_iters)
-        x_hx = jnp.vdot(x, fisher_vector_product(mean_kl, flat, x, c.cg_damping))
-        step = jnp.sqrt(2.0 * c.max_kl / jnp.maximum(x_hx, 1e-12)) * x
-        search = backtracking_line_search(surrogate, mean_kl, flat, step, c.max_kl,
-                                          c.backtrack_coef, cfg.max_backtracks)
-        actor_params = unravel(search.params)
-
-        # --- fit the value function by minibatch regression
-        tx = optim.adam(c.vf_lr)
-
-        def vf_step(carry, mb):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(
-                lambda p: losses.value_loss(critic.apply(p, mb[0]), mb[1]))(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (critic_params, critic_opt), vf_losses = optim.minibatch_epochs(
-            vf_step, (state.params.critic, state.critic_opt), (obs, targets), vf_key,
-            cfg.vf_epochs, cfg.vf_minibatches)
-
-        obs_norm = (envs.obs_norm_update(state.obs_norm, traj.obs) if cfg.normalize_obs
-                    else state.obs_norm)
         stats = rollout.episode_stats(traj)
-        metrics = {
-            "policy_loss": -surrogate(flat),
-            "value_loss": vf_losses[-1].mean(),
-            "entropy": old_dist.entropy().mean(),
-            "kl": search.kl,
-            "surrogate_improvement": search.improvement,
-            "expected_improvement": jnp.vdot(g, step),
-            "backtracks": search.backtracks,
-            "line_search_failed": 1 - search.accepted.astype(jnp.int32),
-            "cg_residual": cg_residual,
-            "step_norm": jnp.linalg.norm(search.params - flat),
-            "explained_variance": losses.explained_variance(values, targets.reshape(values.shape)),
-            "episode_return": stats.mean_return,
-            "episode_count": stats.count,
-            "env_steps": (state.update_step + 1) * cfg.steps_per_update,
-        }
-        new_state = state.replace(params=Params(actor_params, critic_params),
-                                  critic_opt=critic_opt, env_state=env_state, obs_norm=obs_norm,
-                                  key=key, update_step=state.update_step + 1)
-        return new_state, metrics
+        metrics.update(
+            value_loss=value_loss,
+            explained_variance=losses.explained_variance(values,
+                                                         batch.target.reshape(values.shape)),
+            episode_return=stats.mean_return,
+            episode_count=stats.count,
+        )
+        run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
+                                obs_norm=norm.update(traj.obs))
+        return state.replace(params=Params(actor_params, critic_params), critic_opt=critic_opt,
+                             run=run), metrics
 
-    act, evaluate = loop.policy_act_and_evaluate(lambda p, obs: actor.apply(p.actor, obs),
-                                                 env, env_params, spec, cfg)
-    return loop.Agent(init, update, act, evaluate, cfg.num_updates, cfg.eval_every)
+    def value(state: TrainState, obs: jax.Array) -> jax.Array:
+        return critic.apply(state.params.critic, state.run.obs_norm(obs))
+
+    act = rollout.policy_act(lambda state, obs: actor.apply(state.params.actor, obs))
+    return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
+                      config.num_updates, config.eval_every, value)
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see the trainer contract."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
+    README."""
     return loop.make_train_fn(make_agent(config))

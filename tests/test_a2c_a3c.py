@@ -1,55 +1,42 @@
-"""A2C and A3C: the trainer contract, A3C's deterministic staleness (and that W=1 is A2C), config
-errors, and learning to stated returns."""
+"""A2C and A3C beyond the trainer contract (tests/test_contract.py): A2C's metrics and learning
+rate schedule, A3C's deterministic staleness and the order its stale gradients are applied in
+(and that one worker is A2C), the options, config errors, a hyperparameter sweep, and learning
+to stated returns."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SMALL, assert_trees_close, final_seed_evals
 
 import purerl
 from purerl import a2c, a3c
-from test_ppo import assert_trees_close, assert_vmap_equals_single_runs, final_seed_evals
-
-SMALL = {"env": "CartPole-v1", "num_envs": 4, "t_max": 5, "total_timesteps": 4 * 5 * 6,
-         "eval_every": 3, "eval_episodes": 2}
-SMALL_A3C = {**SMALL, "num_workers": 3, "total_timesteps": 3 * 4 * 5 * 6}
 
 
 # one compiled unbatched trainer per module, shared by the tests below
 @pytest.fixture(scope="module")
 def a2c_train():
-    return purerl.jit(a2c.make_train(SMALL))
+    return purerl.jit(a2c.make_train(SMALL["a2c"]))
 
 
 @pytest.fixture(scope="module")
 def a3c_train():
-    return purerl.jit(a3c.make_train(SMALL_A3C))
+    return purerl.jit(a3c.make_train(SMALL["a3c"]))
 
 
 @pytest.mark.parametrize("module", ["a2c", "a3c"])
-def test_same_key_same_result_and_vmap_equals_single_runs(module, request):
-    config = {"a2c": SMALL, "a3c": SMALL_A3C}[module]
-    single = request.getfixturevalue(f"{module}_train")
-    keys = jax.random.split(jax.random.key(0), 3)
-    state_b, metrics_b = purerl.jit(jax.vmap({"a2c": a2c, "a3c": a3c}[module].make_train(config)))(
-        keys)
-    assert_vmap_equals_single_runs(single, (state_b, metrics_b), keys)
-    (s1, m1), (s2, m2) = single(keys[1]), single(keys[1])
-    for x, y in zip(jax.tree.leaves((s1.params, s1.opt_state, m1)),
-                    jax.tree.leaves((s2.params, s2.opt_state, m2))):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    # different seeds train differently
-    assert not np.allclose(metrics_b["policy_loss"][0], metrics_b["policy_loss"][1])
-    assert metrics_b["eval_return"].shape == (3, 6)
-    assert np.isnan(metrics_b["eval_return"][:, [0, 1, 3, 4]]).all()
-    assert np.isfinite(metrics_b["eval_return"][:, [2, 5]]).all()
+def test_different_seeds_train_differently(module, request):
+    train = request.getfixturevalue(f"{module}_train")
+    keys = jax.random.split(jax.random.key(0), 2)
+    (_, m0), (_, m1) = train(keys[0]), train(keys[1])
+    assert not np.allclose(m0["policy_loss"], m1["policy_loss"])
 
 
-def test_metrics_cover_the_contract(a2c_train):
+def test_a2c_metrics_env_steps_and_lr_annealing(a2c_train):
     _, m = a2c_train(jax.random.key(0))
-    for name in ["episode_return", "episode_count", "eval_return", "policy_loss", "value_loss",
-                 "entropy", "explained_variance", "lr", "env_steps"]:
+    for name in ["policy_loss", "value_loss", "entropy", "explained_variance", "lr"]:
         assert m[name].shape == (6,), name
+    # num_envs * num_steps = 20 env steps per update
     np.testing.assert_array_equal(m["env_steps"], 20 * np.arange(1, 7))
     # lr annealed linearly to 0 over the run's gradient steps
     np.testing.assert_allclose(m["lr"], 7e-3 * (1 - np.arange(6) / 6), rtol=1e-6)
@@ -61,7 +48,7 @@ def test_metrics_cover_the_contract(a2c_train):
 def test_a3c_with_one_worker_is_a2c(a2c_train):
     key = jax.random.key(3)
     s2, m2 = a2c_train(key)
-    s3, m3 = purerl.jit(a3c.make_train({**SMALL, "num_workers": 1, "lr": 7e-3,
+    s3, m3 = purerl.jit(a3c.make_train({**SMALL["a2c"], "num_workers": 1, "lr": 7e-3,
                                         "ent_coef_spread": 3.0}))(key)
     assert_trees_close(s2.params, s3.params, rtol=1e-5, atol=1e-6)
     assert_trees_close(s2.params, jax.tree.map(lambda x: x[0], s3.worker_params))
@@ -91,16 +78,17 @@ def test_a3c_applies_stale_gradients_in_order():
     them one by one gives the global parameters each worker re-syncs to; the last worker's
     gradient differs from the one a synced worker would compute on the same data."""
     w = 3
-    config = a3c.Config(**SMALL_A3C)
+    config = a3c.Config(**SMALL["a3c"])
     rnd = a3c.make_round(config)
     agent = a3c.make_agent(config)
     s0 = purerl.jit(agent.init)(jax.random.key(4))
+    cfg = config.with_hparams(s0.run.hparams)
 
     @purerl.jit
     def one_round(s0):
-        _, _, trajs = rnd.collect(s0)
-        grads, _ = rnd.gradients(s0, trajs)
-        return (trajs, grads) + rnd.apply(s0, grads) + (agent.update(s0)[0].params,)
+        _, _, trajs = rnd.collect(cfg, s0)
+        grads, _ = rnd.gradients(cfg, s0, trajs)
+        return (trajs, grads) + rnd.apply(cfg, s0, grads) + (agent.update(s0)[0].params,)
 
     trajs, grads, s1, staleness, lrs, updated = one_round(s0)
     np.testing.assert_array_equal(staleness, np.arange(w))
@@ -109,13 +97,11 @@ def test_a3c_applies_stale_gradients_in_order():
 
     @purerl.jit
     def gradient(params, traj, ent_coef):
-        c = config.with_hparams(s0.hparams)
-        return rnd.worker.gradient(params, s0.obs_norm, traj, c, ent_coef)[0]
+        return rnd.worker.gradient(cfg, params, s0.run.obs_norm, traj, ent_coef)[0]
 
     @purerl.jit
     def apply_gradient(lr, params, opt_state, grad):
-        c = config.with_hparams(s0.hparams)
-        return a2c.apply_gradient(config, c, lr, params, opt_state, grad)
+        return a2c.apply_gradient(cfg, lr, params, opt_state, grad)
 
     ent = a3c.worker_ent_coefs(w, 0.01, 4.0)
     params, opt_state = s0.params, s0.opt_state
@@ -151,20 +137,22 @@ def test_gae_with_lambda_one_equals_n_step_returns(a2c_train):
     """GAE(lambda=1) over a segment is the n-step return minus V: same training."""
     key = jax.random.key(5)
     s_n, m_n = a2c_train(key)
-    s_g, m_g = purerl.jit(a2c.make_train({**SMALL, "use_gae": True, "gae_lambda": 1.0}))(key)
+    s_g, m_g = purerl.jit(a2c.make_train({**SMALL["a2c"], "use_gae": True,
+                                          "gae_lambda": 1.0}))(key)
     assert_trees_close(s_n.params, s_g.params)
     np.testing.assert_allclose(m_g["value_loss"], m_n["value_loss"], rtol=1e-4)
 
 
 def test_continuous_actions_and_options_run():
-    config = {"env": "Pendulum-v1", "num_envs": 2, "t_max": 8, "total_timesteps": 2 * 2 * 8 * 4,
-              "num_workers": 2, "eval_every": 0, "eval_episodes": 1, "shared_torso": True,
-              "optimizer": "adam", "normalize_obs": True, "normalize_advantages": True,
-              "use_gae": True, "log_std_init": -0.5, "anneal_lr": False}
+    config = {"env": "Pendulum-v1", "num_envs": 2, "num_steps": 8,
+              "total_timesteps": 2 * 2 * 8 * 4, "num_workers": 2, "eval_every": 0,
+              "eval_episodes": 1, "shared_torso": True, "optimizer": "adam",
+              "normalize_obs": True, "normalize_advantages": True, "use_gae": True,
+              "log_std_init": -0.5, "anneal_lr": False}
     state, m = purerl.jit(a3c.make_train(config))(jax.random.key(0))
     assert set(state.params["params"]) == {"MLP_0", "Dense_0", "Dense_1", "log_std"}
     assert np.isfinite(m["policy_loss"]).all() and np.isfinite(m["eval_return"][-1])
-    assert float(state.obs_norm.count) > 2 * 2 * 8 * 4  # observations were counted
+    assert float(state.run.obs_norm.count) > 2 * 2 * 8 * 4  # observations were counted
     np.testing.assert_allclose(m["lr"], 4e-3)
 
 
@@ -174,20 +162,26 @@ def test_continuous_actions_and_options_run():
 def test_config_errors_raise_at_make_train():
     with pytest.raises(ValueError, match="num_workers"):
         a3c.make_train({"num_workers": 0})
-    with pytest.raises(ValueError, match="optimizer.*'rmsprop' or 'adam'"):
+    with pytest.raises(ValueError, match="optimizer.*'rmsprop', 'adam'"):
         a2c.make_train({"optimizer": "sgd"})
-    with pytest.raises(ValueError, match="t_max"):
-        a2c.make_train({"t_max": 0})
+    with pytest.raises(ValueError, match="num_steps"):
+        a2c.make_train({"num_steps": 0})
     with pytest.raises(ValueError, match="ent_coef_spread"):
         a3c.make_train({"ent_coef_spread": 0.5})
     with pytest.raises(ValueError, match="total_timesteps.*smaller"):
-        a3c.make_train({"num_workers": 4, "num_envs": 4, "t_max": 8, "total_timesteps": 100})
+        a3c.make_train({"num_workers": 4, "num_envs": 4, "num_steps": 8, "total_timesteps": 100})
     with pytest.raises(ValueError, match="log_std_init.*discrete"):
         a2c.make_train({"env": "CartPole-v1", "log_std_init": -0.5})
     with pytest.raises(ValueError, match=r"'num_worker'.*did you mean 'num_workers'"):
         a3c.Config.from_dict({"num_worker": 2})
     with pytest.raises(ValueError, match="num_workers.*static"):
-        a3c.make_agent(SMALL_A3C).init(jax.random.key(0), {"num_workers": 8})
+        a3c.make_agent(SMALL["a3c"]).init(jax.random.key(0), {"num_workers": 8})
+
+
+@pytest.mark.parametrize("module", [a2c, a3c], ids=["a2c", "a3c"])
+def test_t_max_is_rejected_naming_num_steps(module):
+    with pytest.raises(ValueError, match=r"'t_max'.*renamed to 'num_steps'"):
+        module.Config.from_dict({"t_max": 5})
 
 
 def test_registered_with_the_cli():
@@ -196,7 +190,7 @@ def test_registered_with_the_cli():
 
 
 def test_hyperparameter_sweep_equals_separate_runs(a3c_train):
-    train = a3c.make_train(SMALL_A3C)
+    train = a3c.make_train(SMALL["a3c"])
     spreads = jnp.array([4.0, 10.0])  # 4.0 is the default
     _, swept = purerl.jit(jax.vmap(train, in_axes=(None, 0)))(jax.random.key(1),
                                                               {"ent_coef_spread": spreads})

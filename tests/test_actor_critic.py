@@ -1,17 +1,16 @@
-"""Batch and online actor-critic: advantages against NumPy, the trainer contract, config errors,
-and learning on CartPole."""
+"""Batch and online actor-critic beyond the trainer contract (tests/test_contract.py, which runs
+the batch mode): the TD advantage against NumPy, the online mode's vmap over seeds, each mode's
+metrics and step counts, config errors, and learning on CartPole."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SMALL, assert_vmap_equals_single_runs, final_seed_evals
 
 import purerl
 from purerl import actor_critic
-from test_ppo import assert_vmap_equals_single_runs
 
-SMALL_BATCH = dict(env="CartPole-v1", num_envs=3, total_timesteps=3 * 500 * 4, vf_iters=3,
-                   eval_every=2, eval_episodes=2)
 SMALL_ONLINE = dict(env="CartPole-v1", mode="online", num_envs=4, num_steps=8,
                     total_timesteps=4 * 8 * 4, eval_every=2, eval_episodes=2)
 
@@ -26,20 +25,24 @@ def test_td_advantage_matches_numpy_and_bootstraps_through_truncation():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("cfg", [SMALL_BATCH, SMALL_ONLINE], ids=["batch", "online"])
-def test_vmap_equals_single_runs(cfg):
-    train = actor_critic.make_train(cfg)
+def test_online_mode_vmap_equals_single_runs_and_counts_env_steps():
+    train = actor_critic.make_train(SMALL_ONLINE)
     keys = jax.random.split(jax.random.key(0), 2)
     state_b, metrics_b = purerl.jit(jax.vmap(train))(keys)
     assert_vmap_equals_single_runs(purerl.jit(train), (state_b, metrics_b), keys)
     m = {k: np.asarray(v) for k, v in metrics_b.items()}
-    for name in ["policy_loss", "value_loss", "entropy", "td_error", "episode_return",
-                 "env_steps"]:
-        assert name in m
-    if cfg.get("mode") == "online":
-        np.testing.assert_array_equal(m["env_steps"][0], 32 * np.arange(1, 5))
-    else:
-        np.testing.assert_array_equal(m["episode_count"], 3)
+    for name in ["policy_loss", "value_loss", "entropy", "td_error"]:
+        assert m[name].shape == (2, 4), name
+    np.testing.assert_array_equal(m["env_steps"][0], 32 * np.arange(1, 5))
+
+
+def test_batch_mode_metrics_and_num_envs_episodes_per_update():
+    keys = jax.random.split(jax.random.key(0), 2)
+    _, metrics = purerl.jit(jax.vmap(actor_critic.make_train(SMALL["actor_critic"])))(keys)
+    m = {k: np.asarray(v) for k, v in metrics.items()}
+    for name in ["policy_loss", "value_loss", "entropy", "td_error", "explained_variance"]:
+        assert m[name].shape == (2, 4), name
+    np.testing.assert_array_equal(m["episode_count"], 3)
 
 
 def test_config_errors():
@@ -51,21 +54,16 @@ def test_config_errors():
         actor_critic.make_train({"total_timesteps": 1000})
 
 
-def final_returns(cfg, seeds=4):
-    _, m = purerl.jit(jax.vmap(actor_critic.make_train(cfg)))(
-        jax.random.split(jax.random.key(0), seeds))
-    return np.asarray(m["eval_return"][:, -1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("advantage", ["td", "mc"])
 def test_batch_actor_critic_learns_cartpole(advantage):
-    final = final_returns(dict(total_timesteps=16 * 500 * 40, eval_every=40,
-                               advantage=advantage))
+    final = final_seed_evals(actor_critic, dict(total_timesteps=16 * 500 * 24, eval_every=24,
+                                                advantage=advantage))
     assert final.mean() >= 300, final
 
 
 @pytest.mark.slow
 def test_online_actor_critic_learns_cartpole():
-    final = final_returns(dict(actor_critic.ONLINE, total_timesteps=120_000, eval_every=100))
+    final = final_seed_evals(actor_critic, dict(actor_critic.ONLINE, total_timesteps=120_000,
+                                                eval_every=100))
     assert final.mean() >= 300, final

@@ -1,4 +1,5 @@
-"""The ``purerl`` command line: a short training run, its outputs, and one-line input errors."""
+"""The ``purerl`` command line: a short training run, its outputs, one-line input errors, and
+the listings of algorithms, environments and config fields."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from purerl import ppo
+from purerl import ppo, probes
 from purerl.cli import main, parse_overrides
 
 TRAIN = ["train", "ppo", "--env", "CartPole-v1", "--total-timesteps", "20000"]
@@ -71,8 +72,9 @@ def test_bad_train_input_is_one_line_exit_2(args, expected, tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written, nothing compiled
 
 
-def test_unknown_algorithm(capsys):
-    assert main(["train", "ppp"]) == 2
+@pytest.mark.parametrize("command", ["train", "list"])
+def test_unknown_algorithm(command, capsys):
+    assert main([command, "ppp"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown algorithm 'ppp'" in err and "'ppo'" in err
 
@@ -85,10 +87,43 @@ def test_argparse_errors_exit_2(capsys):
     assert err.startswith("purerl: error: ") and err.count("\n") == 1 and "--seeds" in err
 
 
-def test_list(capsys):
+def test_list_shows_algorithms_and_gymnax_environments(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "ppo" in out and "CartPole-v1" in out and "Breakout-MinAtar" in out
+
+
+def test_list_shows_the_probe_environments(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert probes.IDS and all(env_id in out for env_id in probes.IDS)
+
+
+def config_table_rows(out: str) -> dict[str, str]:
+    """Field name -> its line, for the lines of ``out`` that start with a ppo config field."""
+    names = set(ppo.Config.field_names())
+    return {line.split()[0]: line for line in out.splitlines()
+            if line.split() and line.split()[0] in names}
+
+
+def test_list_algo_prints_every_config_field_with_its_help(capsys):
+    assert main(["list", "ppo"]) == 0
+    rows = config_table_rows(capsys.readouterr().out)
+    assert set(rows) == set(ppo.Config.field_names())
+    assert "Adam learning rate" in rows["lr"] and "traced" in rows["lr"]
+    assert "must be > 0" in rows["lr"]
+    assert "static" in rows["num_envs"] and "traced" not in rows["num_envs"]
+    assert "'clip'" in rows["variant"] and "kl_penalty" in rows["variant"]
+
+
+def test_train_help_prints_the_config_table_of_list_algo(capsys):
+    assert main(["list", "ppo"]) == 0
+    table = capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "ppo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--seeds" in out and table in out
 
 
 def test_set_values_parse_by_field_type():

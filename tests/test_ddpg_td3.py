@@ -1,29 +1,36 @@
-"""DDPG and TD3: targets against NumPy, Ornstein-Uhlenbeck noise statistics, the trainer
-contract (vmap over seeds equals single runs, chunked runs), policy delay, random warm-up, and
-learning Pendulum-v1."""
+"""DDPG and TD3: targets against NumPy, Ornstein-Uhlenbeck noise statistics, vmap over seeds
+with OU exploration, the learning metrics and their warm-up, policy delay, random warm-up,
+acting (mu(s), and the exploration noise as a traced hyperparameter), config errors and learning
+Pendulum-v1. vmap over seeds (Gaussian exploration) and chunked runs: ``test_contract.py``."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_ppo import assert_vmap_equals_single_runs, final_seed_evals
+from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, numpy_twin_q,
+                     run_updates)
 
 import purerl
-from purerl import ddpg, dpg, loop, noise, td3
+from purerl import ddpg, dpg, envs, noise, td3
+from purerl.networks import DeterministicActor
 
-SMALL = dict(env="Pendulum-v1", total_timesteps=240, num_envs=2, learning_starts=60,
-             batch_size=32, hidden_sizes=(16, 16), num_gradient_steps=2, eval_every=40,
-             eval_episodes=2)
+SMALL = SMALL["ddpg"]  # the same small Pendulum-v1 config for DDPG and TD3
+CONFIGS = {"ddpg-ou": (ddpg, {**SMALL, "exploration": "ou"}), "td3": (td3, SMALL)}
+
+
+@functools.cache
+def vmapped_run(name: str):
+    """``(keys, train, state, metrics)`` of ``jax.vmap(train)`` over 3 seeds of
+    ``CONFIGS[name]``."""
+    module, config = CONFIGS[name]
+    train = module.make_train(config)
+    keys = jax.random.split(jax.random.key(0), 3)
+    return keys, train, *purerl.jit(jax.vmap(train))(keys)
 
 
 # ----------------------------------------------------------------------------- targets
-
-
-def _numpy_twin_q(obs, action):
-    """Two fixed, different 'critics' as plain functions of (s, a)."""
-    q1 = obs.sum(-1) + 2.0 * action[..., 0]
-    q2 = 0.5 * obs[..., 0] - action[..., 0] ** 2 + 1.0
-    return np.stack([q1, q2])
 
 
 def test_td3_min_target_with_clipped_smoothing_noise_matches_numpy():
@@ -41,13 +48,13 @@ def test_td3_min_target_with_clipped_smoothing_noise_matches_numpy():
     a_next = dpg.target_action(lambda o: 2.0 * jnp.tanh(o @ w), jnp.asarray(next_obs), key,
                                low, high, std, clip)
     y = dpg.critic_target(jnp.asarray(reward), jnp.asarray(terminated),
-                          jnp.asarray(_numpy_twin_q(next_obs, np.asarray(a_next))), gamma)
+                          jnp.asarray(numpy_twin_q(next_obs, np.asarray(a_next))), gamma)
 
     eps = np.clip(std * np.asarray(jax.random.normal(key, (n, 1))), -clip, clip)
     assert (np.abs(eps) == clip).mean() > 0.3
     a_ref = np.clip(2.0 * np.tanh(next_obs @ w) + eps, low, high)
     np.testing.assert_allclose(np.asarray(a_next), a_ref, rtol=1e-5, atol=1e-5)
-    q_ref = _numpy_twin_q(next_obs, a_ref).min(0)
+    q_ref = numpy_twin_q(next_obs, a_ref).min(0)
     y_ref = reward + gamma * (1.0 - terminated) * q_ref
     np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-5, atol=1e-5)
     # terminated transitions do not bootstrap; truncated (not terminated) ones do
@@ -64,7 +71,7 @@ def test_ddpg_target_matches_numpy():
     a_next = dpg.target_action(lambda o: jnp.tanh(o[:, :1]), jnp.asarray(next_obs),
                                jax.random.key(0), -1.0, 1.0)  # no smoothing: a' = mu'(s')
     np.testing.assert_allclose(np.asarray(a_next), np.tanh(next_obs[:, :1]), rtol=1e-6)
-    next_q = _numpy_twin_q(next_obs, np.asarray(a_next))[0]
+    next_q = numpy_twin_q(next_obs, np.asarray(a_next))[0]
     y = dpg.critic_target(jnp.asarray(reward), jnp.asarray(terminated), jnp.asarray(next_q), 0.9)
     np.testing.assert_allclose(np.asarray(y), reward + 0.9 * (1.0 - terminated) * next_q,
                                rtol=1e-5, atol=1e-6)
@@ -108,55 +115,50 @@ def test_ou_reset_and_trainer_resets_it_at_episode_end():
     update = purerl.jit(agent.update)
     state = agent.init(jax.random.key(0))
     for i in range(200):
-        prev = state.ou_state
+        prev = state
         state, m = update(state)
-    assert np.all(np.asarray(prev) != 0)  # the process ran during the episode
+    assert np.all(np.asarray(prev.ou_state) != 0)  # the process ran during the episode
     assert int(m["episode_count"]) == 2
     np.testing.assert_array_equal(np.asarray(state.ou_state), 0.0)  # and was reset at its end
     state, _ = update(state)
     assert np.all(np.asarray(state.ou_state) != 0)
 
 
-# ----------------------------------------------------------------------------- contract
+def test_ddpg_with_ou_exploration_vmap_over_seeds_equals_single_runs():
+    keys, train, state, metrics = vmapped_run("ddpg-ou")
+    assert_vmap_equals_single_runs(purerl.jit(train), (state, metrics), keys)
 
 
-@pytest.mark.parametrize("module,extra,chunked", [(ddpg, {"exploration": "ou"}, False),
-                                                  (td3, {}, True)], ids=["ddpg", "td3"])
-def test_vmap_over_seeds_equals_single_runs_and_chunked_runs(module, extra, chunked):
-    config = {**SMALL, **extra}
-    train = module.make_train(config)
-    keys = jax.random.split(jax.random.key(0), 3)
-    state_b, metrics_b = purerl.jit(jax.vmap(train))(keys)
-    assert_vmap_equals_single_runs(purerl.jit(train), (state_b, metrics_b), keys,
-                                   fields=("params", "target"))
-    if chunked:  # run_chunked vmaps init, so the counters are batched there (cond -> select)
-        chunks = [m for _, _, m in loop.run_chunked(module.make_agent(config), keys, chunk=40)]
-        for k in metrics_b:
-            np.testing.assert_allclose(np.concatenate([c[k] for c in chunks], axis=1),
-                                       metrics_b[k], rtol=1e-4, atol=1e-5, err_msg=k)
-    m = metrics_b
+# ----------------------------------------------------------------------------- metrics
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_metrics_noise_scale_warmup_nans_and_gradient_step_count(name):
+    _, _, state, m = vmapped_run(name)
     n = 120
-    for name in ["episode_return", "episode_count", "env_steps", "q_mean", "td_error",
-                 "critic_loss", "actor_loss", "noise_scale", "eval_return"]:
-        assert m[name].shape == (3, n), name
+    for metric in ["episode_return", "episode_count", "env_steps", "q_mean", "td_error",
+                   "critic_loss", "actor_loss", "noise_scale", "eval_return"]:
+        assert m[metric].shape == (3, n), metric
     np.testing.assert_array_equal(m["env_steps"][0], 2 * np.arange(1, n + 1))
     np.testing.assert_allclose(m["noise_scale"], 0.1 * 2.0)  # 0.1 of Pendulum's max torque 2
     # no learning metrics before learning_starts = 60 env steps (update 30), then finite
     assert np.isnan(m["critic_loss"][:, :29]).all()
     assert np.isfinite(m["critic_loss"][:, 29:]).all() and np.isfinite(m["q_mean"][:, 29:]).all()
     assert np.isfinite(m["eval_return"][:, 39::40]).all()
-    assert int(state_b.grad_step[0]) == (n - 29) * 2
+    np.testing.assert_array_equal(state.grad_step, (n - 29) * 2)
     # the actor learns on every gradient step of DDPG and on every second one of TD3, so
     # with 2 gradient steps per update both report an actor loss on every learning update
     assert np.isfinite(m["actor_loss"][:, 29:]).all()
+
+
+# ----------------------------------------------------------------------------- warm-up, delay
 
 
 def test_warmup_is_uniform_random_and_leaves_parameters_untouched():
     agent = td3.make_agent({**SMALL, "num_envs": 4, "learning_starts": 400,
                             "total_timesteps": 800})
     state0 = agent.init(jax.random.key(0))
-    state, _ = purerl.jit(lambda s: jax.lax.scan(lambda s, _: agent.update(s), s, None, 99))(
-        state0)
+    state, _ = run_updates(agent, state0, 99)
     for a, b in zip(jax.tree.leaves((state0.params, state0.target, state0.actor_opt)),
                     jax.tree.leaves((state.params, state.target, state.actor_opt))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -192,15 +194,50 @@ def test_policy_delay_updates_actor_and_targets_every_second_gradient_step():
     assert int(state.grad_step) == 8
 
 
-def test_deterministic_act_is_mu():
+# ----------------------------------------------------------------------------- acting
+
+
+def test_act_is_mu_and_exploring_adds_gaussian_noise_of_the_configured_scale():
     agent = td3.make_agent(SMALL)
     state = agent.init(jax.random.key(0))
-    obs = jax.random.normal(jax.random.key(1), (5, 3))
-    a = agent.act(state.params, obs)
-    assert a.shape == (5, 1)
-    np.testing.assert_array_equal(a, agent.act(state.params, obs, jax.random.key(2), True))
-    noisy = agent.act(state.params, obs, jax.random.key(2), deterministic=False)
-    assert not np.allclose(a, noisy) and np.all(np.abs(noisy) <= 2.0)
+    obs = jax.random.normal(jax.random.key(1), (2000, 3))
+    act = jax.jit(agent.act, static_argnames="deterministic")
+    mu = DeterministicActor(envs.make("Pendulum-v1").spec, SMALL["hidden_sizes"]).apply(
+        state.params.actor, obs)
+    np.testing.assert_allclose(act(state, obs), mu, rtol=1e-6, atol=1e-7)
+    noisy = np.asarray(act(state, obs, jax.random.key(2), deterministic=False))
+    assert np.all(np.abs(noisy) <= 2.0)
+    # mu(s) is ~0 at initialisation, so the clipping at +-2 (10 std) never acts
+    assert np.std(noisy - np.asarray(mu)) == pytest.approx(0.1 * 2.0, rel=0.05)
+
+
+def test_exploration_noise_swept_as_a_hyperparameter_reaches_acting_and_the_buffer():
+    """A vmapped sweep over ``exploration_noise`` [0, 0.5] from one key: the 0 run acts (and
+    stores in its buffer) exactly mu(s), the 0.5 run mu(s) plus noise."""
+    num_envs, n = 4, 10
+    agent = ddpg.make_agent({**SMALL, "num_envs": num_envs, "learning_starts": 400,
+                             "random_warmup": False, "total_timesteps": 800})
+    states = purerl.jit(jax.vmap(agent.init, in_axes=(None, 0)))(
+        jax.random.key(0), {"exploration_noise": jnp.array([0.0, 0.5])})
+    state_0, state_half = (jax.tree.map(lambda x, i=i: x[i], states) for i in range(2))
+    act = jax.jit(agent.act, static_argnames="deterministic")
+    obs = jax.random.normal(jax.random.key(1), (64, 3))
+    mu = np.asarray(act(state_0, obs))
+    np.testing.assert_array_equal(act(state_half, obs), mu)  # same key: same parameters
+    np.testing.assert_array_equal(act(state_0, obs, jax.random.key(2), deterministic=False), mu)
+    explored = np.asarray(act(state_half, obs, jax.random.key(2), deterministic=False))
+    assert (explored != mu).all()
+
+    final, metrics = jax.vmap(lambda s: run_updates(agent, s, n))(states)
+    np.testing.assert_allclose(metrics["noise_scale"], [[0.0] * n, [1.0] * n])
+    stored_obs = np.asarray(final.buffer.data.obs[:, : num_envs * n])
+    stored = np.asarray(final.buffer.data.action[:, : num_envs * n])
+    assert np.isnan(metrics["critic_loss"]).all()  # no learning: mu is the initial actor's
+    # equal up to rounding: mu(s) = -2 + (tanh(.) + 1) * 2 is computed in batches of another
+    # shape here, and one float32 step at 2 is 2.4e-7
+    np.testing.assert_allclose(stored[0], act(state_0, stored_obs[0]), rtol=0, atol=1e-6)
+    assert (np.abs(stored[1] - act(state_half, stored_obs[1])) > 1e-3).mean() > 0.95
+    assert not np.allclose(stored[0], stored[1])
 
 
 # ----------------------------------------------------------------------------- config errors

@@ -1,18 +1,17 @@
-"""DQN: TD targets against NumPy, the trainer contract (determinism, vmap), the epsilon schedule,
-target-network updates, learning_starts, config errors, and learning CartPole."""
+"""DQN: TD targets against NumPy, the metrics, buffer fill and gradient-step count, the epsilon
+schedule and epsilon-greedy acting, target-network updates, learning_starts, config errors, and
+learning CartPole. vmap over seeds, determinism and chunked runs: ``test_contract.py``."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_ppo import assert_trees_close, assert_vmap_equals_single_runs
+from helpers import SMALL, assert_trees_close
 
 import purerl
 from purerl import dqn, losses
 
-SMALL = dict(env="CartPole-v1", num_envs=4, num_gradient_steps=2, batch_size=8, buffer_size=64,
-             learning_starts=16, target_update_every=5, hidden_sizes=(16, 16),
-             total_timesteps=4 * 30, eval_every=10, eval_episodes=2)
+SMALL = SMALL["dqn"]
 
 
 # ----------------------------------------------------------------------------- targets
@@ -54,29 +53,13 @@ def test_double_dqn_target_matches_numpy():
     assert np.isfinite(y[truncated]).all() and not np.allclose(y[truncated], reward[truncated])
 
 
-# ----------------------------------------------------------------------------- contract
+# ----------------------------------------------------------------------------- metrics
 
 
-@pytest.fixture(scope="module")
-def small_train():
-    return dqn.make_train(SMALL)
-
-
-def test_same_key_same_result_and_vmap_equals_single_runs(small_train):
+def test_metrics_buffer_fill_and_gradient_step_count():
     keys = jax.random.split(jax.random.key(0), 3)
-    state_b, metrics_b = purerl.jit(jax.vmap(small_train))(keys)
-    single = purerl.jit(small_train)
-    assert_vmap_equals_single_runs(single, (state_b, metrics_b), keys,
-                                   fields=("params", "target_params"))
-    (s1, m1), (s2, m2) = single(keys[1]), single(keys[1])
-    for x, y in zip(jax.tree.leaves((s1.params, s1.buffer, m1)),
-                    jax.tree.leaves((s2.params, s2.buffer, m2))):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert metrics_b["eval_return"].shape == (3, 30)
-    evaluated = np.isfinite(metrics_b["eval_return"])
-    assert evaluated[:, [9, 19, 29]].all() and evaluated.sum() == 9
-    for name in ["episode_return", "episode_count", "env_steps", "q_mean", "td_error", "loss",
-                 "epsilon", "lr"]:
+    state_b, metrics_b = purerl.jit(jax.vmap(dqn.make_train(SMALL)))(keys)
+    for name in ["q_mean", "td_error", "loss", "epsilon", "lr"]:
         assert metrics_b[name].shape == (3, 30), name
     np.testing.assert_array_equal(metrics_b["env_steps"][0], 4 * np.arange(1, 31))
     # 120 steps into a 64-slot buffer: full; gradient steps only from 16 env steps on
@@ -103,6 +86,30 @@ def test_epsilon_greedy_explores_at_the_stated_rate():
     # non-greedy actions appear with probability 0.3 * 2/3
     assert abs((a != 1).mean() - 0.2) < 0.015
     assert set(np.unique(a)) == {0, 1, 2}
+
+
+def test_act_explores_with_the_states_current_epsilon():
+    """``act(deterministic=False)`` is epsilon-greedy at the schedule's value for the state's
+    env steps and hyperparameters: uniform at the first step with epsilon_start = 1, greedy
+    with epsilon 0, and half the way down the schedule epsilon 0.5 (non-greedy 0.25 of the
+    time with two actions)."""
+    agent = dqn.make_agent(dict(SMALL, epsilon_end=0.0, exploration_fraction=0.5))
+    act = jax.jit(agent.act, static_argnames="deterministic")
+    obs = jnp.tile(jnp.array([0.01, -0.02, 0.03, 0.04]), (20_000, 1))
+    state = agent.init(jax.random.key(0))
+    greedy = np.asarray(act(state, obs))
+    assert (greedy == greedy[0]).all()
+    explored = np.asarray(act(state, obs, jax.random.key(1), deterministic=False))
+    assert set(np.unique(explored)) == {0, 1}
+    assert abs(explored.mean() - 0.5) < 0.015
+    # 30 of the 0.5 * 120 env steps of the decay from 1 to 0: epsilon 0.5
+    steps = jnp.asarray(30, state.run.env_steps.dtype)
+    halfway = state.replace(run=state.run.replace(env_steps=steps))
+    explored = np.asarray(act(halfway, obs, jax.random.key(2), deterministic=False))
+    assert abs((explored != greedy).mean() - 0.25) < 0.015
+    no_exploration = agent.init(jax.random.key(0), {"epsilon_start": 0.0, "epsilon_end": 0.0})
+    np.testing.assert_array_equal(
+        act(no_exploration, obs, jax.random.key(1), deterministic=False), greedy)
 
 
 def _tree_equal(a, b):

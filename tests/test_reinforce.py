@@ -1,17 +1,15 @@
-"""REINFORCE: its gradient against a hand-written NumPy sum for a linear-softmax policy, the
-trainer contract, config errors, and learning."""
+"""REINFORCE beyond the trainer contract (tests/test_contract.py): its gradient against a
+hand-written NumPy sum for a linear-softmax policy, the GAE weighting, its episode and step
+counts, config errors, and learning."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SMALL, final_seed_evals
 
 import purerl
 from purerl import reinforce, returns, rollout
-from test_ppo import assert_vmap_equals_single_runs
-
-SMALL = dict(env="CartPole-v1", num_episodes=3, total_timesteps=3 * 500 * 4, vf_iters=3,
-             eval_every=2, eval_episodes=2)
 
 
 def fixed_batch(seed=0, T=9, N=3, obs_dim=4, num_actions=3):
@@ -104,23 +102,18 @@ def test_advantage_weighting_is_gae():
     np.testing.assert_allclose(adv, ref, rtol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def small_train():
-    return reinforce.make_train(SMALL)
-
-
-def test_vmap_equals_single_runs_and_metrics(small_train):
+def test_every_update_completes_num_episodes_and_counts_their_steps():
     keys = jax.random.split(jax.random.key(0), 2)
-    state_b, metrics_b = purerl.jit(jax.vmap(small_train))(keys)
-    assert_vmap_equals_single_runs(purerl.jit(small_train), (state_b, metrics_b), keys)
-    m = {k: np.asarray(v) for k, v in metrics_b.items()}
+    _, metrics = purerl.jit(jax.vmap(reinforce.make_train(SMALL["reinforce"])))(keys)
+    m = {k: np.asarray(v) for k, v in metrics.items()}
+    for name in ["policy_loss", "entropy", "episode_length", "value_loss", "explained_variance"]:
+        assert m[name].shape == (2, 4), name
     # every update completes exactly num_episodes episodes; env_steps counts their real steps
     np.testing.assert_array_equal(m["episode_count"], 3)
-    np.testing.assert_allclose(np.diff(m["env_steps"], axis=1),
-                               (m["episode_length"] * 3)[:, 1:], rtol=1e-6)
+    np.testing.assert_allclose(m["env_steps"], np.cumsum(m["episode_length"] * 3, axis=1),
+                               rtol=1e-6)
     # CartPole pays 1 per step, so the mean return is the mean episode length
     np.testing.assert_allclose(m["episode_return"], m["episode_length"], rtol=1e-6)
-    assert np.isfinite(m["eval_return"][:, [1, 3]]).all()
 
 
 def test_config_errors():
@@ -136,10 +129,7 @@ def test_config_errors():
 
 @pytest.mark.slow
 def test_reward_to_go_with_value_baseline_solves_cartpole():
-    cfg = dict(total_timesteps=16 * 500 * 40, eval_every=40)
-    _, m = purerl.jit(jax.vmap(reinforce.make_train(cfg)))(
-        jax.random.split(jax.random.key(0), 4))
-    final = np.asarray(m["eval_return"][:, -1])
+    final = final_seed_evals(reinforce, dict(total_timesteps=16 * 500 * 40, eval_every=40))
     assert final.mean() >= 400, final
 
 

@@ -1,4 +1,5 @@
-"""The device replay buffer: ring bookkeeping, sampling only filled slots, uniformity."""
+"""The device replay buffer: transitions shaped for an environment, ring bookkeeping, sampling
+only filled slots, uniformity."""
 
 import jax
 import jax.numpy as jnp
@@ -7,11 +8,16 @@ import pytest
 from scipy import stats
 
 from purerl import replay
+from purerl.spaces import EnvSpec
+
+DISCRETE = EnvSpec("discrete", (3,), True, 4, (), None, None, 100)
+CONTINUOUS = EnvSpec("continuous", (2, 5), False, None, (2,), np.array([-1.0, 0.0], np.float32),
+                     np.array([1.0, 2.0], np.float32), 100)
 
 
-def example(obs_dim=3):
-    return replay.Transition(jnp.zeros(obs_dim), jnp.asarray(0), jnp.asarray(0.0),
-                             jnp.zeros(obs_dim), jnp.asarray(False))
+def example():
+    """One zero transition of a discrete environment with 3-dimensional observations."""
+    return replay.example_transition(DISCRETE)
 
 
 def batch(start, n, obs_dim=3):
@@ -20,6 +26,24 @@ def batch(start, n, obs_dim=3):
     obs = np.repeat(i[:, None], obs_dim, 1).astype(np.float32)
     return replay.Transition(jnp.asarray(obs), jnp.asarray(i), jnp.asarray(i, jnp.float32),
                              jnp.asarray(obs + 0.5), jnp.asarray(i % 2 == 0))
+
+
+@pytest.mark.parametrize("spec, action_shape, action_dtype", [
+    (DISCRETE, (), jnp.int32),
+    (CONTINUOUS, (2,), jnp.float32),
+])
+def test_example_transition_is_shaped_for_the_spec(spec, action_shape, action_dtype):
+    t = replay.example_transition(spec)
+    for name, shape, dtype in [("obs", spec.obs_shape, jnp.float32),
+                               ("action", action_shape, action_dtype),
+                               ("reward", (), jnp.float32),
+                               ("next_obs", spec.obs_shape, jnp.float32),
+                               ("terminated", (), jnp.bool_)]:
+        x = getattr(t, name)
+        assert (x.shape, x.dtype) == (shape, dtype), name
+    buf = replay.init(5, t)
+    assert buf.data.obs.shape == (5,) + spec.obs_shape
+    assert (buf.data.action.shape, buf.data.action.dtype) == ((5,) + action_shape, action_dtype)
 
 
 def test_add_wraps_around_when_num_envs_does_not_divide_capacity():

@@ -75,9 +75,7 @@ def test_lambda_one_targets_are_discounted_returns_to_the_episode_end():
         assert tgt[t, 0] == pytest.approx(ret, rel=1e-4, abs=1e-4)
 
 
-def test_clipped_surrogate_and_value_losses_match_numpy():
-
-
+def test_clipped_surrogate_loss_and_clip_fraction_match_numpy():
     rng = np.random.default_rng(0)
     lp, old, adv = rng.normal(size=64) * 0.3, rng.normal(size=64) * 0.3, rng.normal(size=64)
     ratio = np.exp(lp - old)
@@ -86,6 +84,10 @@ def test_clipped_surrogate_and_value_losses_match_numpy():
                                                jnp.asarray(adv), 0.2)
     assert float(loss) == pytest.approx(ref, rel=1e-5)
     assert float(frac) == pytest.approx(np.mean(np.abs(ratio - 1) > 0.2))
+
+
+def test_clipped_and_plain_value_losses_match_numpy():
+    rng = np.random.default_rng(1)
     v, v_old, g = rng.normal(size=64), rng.normal(size=64), rng.normal(size=64)
     clipped = v_old + np.clip(v - v_old, -0.2, 0.2)
     ref_v = 0.5 * np.mean(np.maximum((v - g) ** 2, (clipped - g) ** 2))
@@ -134,8 +136,9 @@ def episode_returns_reference(r, done, gamma):
 
 
 def n_step_reference(r, nv, term, trunc, gamma):
-    """Seed 001's A3C worker loop for one segment per environment: R = 0 for a terminal state,
-    else V(s') of the bootstrap state; for i = t-1 .. t_start: R <- r_i + gamma R."""
+    """A3C's worker loop (Mnih et al. 2016, Algorithm S3) for one segment per environment:
+    R = 0 for a terminal state, else V(s') of the bootstrap state; for i = t-1 .. t_start:
+    R <- r_i + gamma R."""
     T, N = r.shape
     g = np.zeros((T, N))
     for n in range(N):

@@ -1,6 +1,11 @@
 """SAC: the tanh-Gaussian log-density against distrax and a numerical change of variables, soft
-targets against NumPy, the temperature adjustment, the trainer contract, warm-up, config errors
-and learning (continuous, discrete and the soft-value-network variant)."""
+targets against NumPy, the temperature adjustment, vmap over seeds of the discrete
+soft-value-network variant, the learning metrics and their warm-up, a swept fixed temperature,
+random warm-up, acting, the CLI, config errors and learning (continuous, discrete and the
+soft-value-network variant). vmap over seeds (continuous) and chunked runs:
+``test_contract.py``."""
+
+import functools
 
 import distrax
 import jax
@@ -8,18 +13,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_ddpg_td3 import _numpy_twin_q
-from test_ppo import assert_vmap_equals_single_runs, final_seed_evals
+from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, numpy_twin_q,
+                     run_updates)
 
 import purerl
-from purerl import losses, sac
+from purerl import envs, losses, sac
 from purerl.cli import main
 from purerl.distributions import Categorical, TanhGaussian
+from purerl.networks import SquashedGaussianActor
 
-SMALL = dict(env="Pendulum-v1", total_timesteps=240, num_envs=2, learning_starts=60,
-             batch_size=32, hidden_sizes=(16, 16), num_gradient_steps=2, eval_every=40,
-             eval_episodes=2)
+SMALL = SMALL["sac"]
 SMALL_DISCRETE = {**SMALL, "env": "CartPole-v1"}
+CONFIGS = {"continuous": SMALL, "discrete-value-network": {**SMALL_DISCRETE,
+                                                           "value_network": True}}
+
+
+@functools.cache
+def vmapped_run(name: str):
+    """``(keys, train, state, metrics)`` of ``jax.vmap(train)`` over 3 seeds of
+    ``CONFIGS[name]``."""
+    train = sac.make_train(CONFIGS[name])
+    keys = jax.random.split(jax.random.key(0), 3)
+    return keys, train, *purerl.jit(jax.vmap(train))(keys)
 
 
 # ----------------------------------------------------------------------------- log-density
@@ -102,7 +117,7 @@ def test_continuous_soft_target_matches_numpy():
     key = jax.random.key(7)
 
     v, entropy = sac.sampled_soft_value(
-        dist, lambda a: jnp.asarray(_numpy_twin_q(next_obs, np.asarray(a))), key, alpha)
+        dist, lambda a: jnp.asarray(numpy_twin_q(next_obs, np.asarray(a))), key, alpha)
     y = losses.td_target(jnp.asarray(reward), jnp.asarray(terminated), v, gamma)
 
     # reference: the same Gaussian noise, the textbook (naive) density in float64
@@ -110,7 +125,7 @@ def test_continuous_soft_target_matches_numpy():
     u = mean + np.exp(log_std) * eps
     a = 2.0 * np.tanh(u)
     log_prob = (_normal_logpdf(u, mean, np.exp(log_std)) - np.log(1 - np.tanh(u) ** 2)).sum(-1)
-    v_ref = _numpy_twin_q(next_obs, a).min(0) - alpha * log_prob
+    v_ref = numpy_twin_q(next_obs, a).min(0) - alpha * log_prob
     y_ref = reward + gamma * (1 - terminated) * v_ref
     np.testing.assert_allclose(np.asarray(entropy), -log_prob, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-4, atol=1e-4)
@@ -167,32 +182,31 @@ def test_trainer_temperature_follows_the_entropy_target(scale, rises):
     assert (alpha[-1] > 1.5) if rises else (alpha[-1] < 0.6)
 
 
-# ----------------------------------------------------------------------------- contract
+# ----------------------------------------------------------------------------- runs
 
 
-@pytest.mark.parametrize("config", [SMALL, {**SMALL_DISCRETE, "value_network": True}],
-                         ids=["continuous", "discrete-value-network"])
-def test_vmap_over_seeds_equals_single_runs(config):
-    train = sac.make_train(config)
-    keys = jax.random.split(jax.random.key(0), 3)
-    state_b, metrics_b = purerl.jit(jax.vmap(train))(keys)
-    assert_vmap_equals_single_runs(purerl.jit(train), (state_b, metrics_b), keys,
-                                   fields=("params", "target"))
-    m, n = metrics_b, 120
+def test_discrete_value_network_vmap_over_seeds_equals_single_runs():
+    keys, train, state, metrics = vmapped_run("discrete-value-network")
+    assert_vmap_equals_single_runs(purerl.jit(train), (state, metrics), keys)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_metrics_are_nan_during_warmup_then_finite(name):
+    _, _, _, m = vmapped_run(name)
+    n = 120
     learned = ["alpha", "entropy", "q_mean", "td_error", "critic_loss", "actor_loss",
-               "alpha_loss"] + (["value_loss"] if config.get("value_network") else [])
-    names = ["episode_return", "episode_count", "env_steps", "eval_return"] + learned
-    for name in names:
-        assert m[name].shape == (3, n), name
+               "alpha_loss"] + (["value_loss"] if CONFIGS[name].get("value_network") else [])
+    for metric in ["episode_return", "episode_count", "env_steps", "eval_return"] + learned:
+        assert m[metric].shape == (3, n), metric
     np.testing.assert_array_equal(m["env_steps"][0], 2 * np.arange(1, n + 1))
     # no learning metrics before learning_starts = 60 env steps (update 30), then finite
     assert np.isnan(m["critic_loss"][:, :29]).all()
-    for name in learned:
-        assert np.isfinite(m[name][:, 29:]).all(), name
+    for metric in learned:
+        assert np.isfinite(m[metric][:, 29:]).all(), metric
     assert np.isfinite(m["eval_return"][:, 39::40]).all()
 
 
-def test_hyperparameters_vmap_and_fixed_alpha_stays_fixed():
+def test_swept_fixed_alpha_stays_fixed_and_each_run_equals_one_configured_with_it():
     config = {**SMALL, "autotune_alpha": False}
     train = sac.make_train(config)
     alphas = jnp.array([0.05, 0.5])
@@ -207,15 +221,14 @@ def test_hyperparameters_vmap_and_fixed_alpha_stays_fixed():
     assert_vmap_equals_single_runs(lambda _: (state_1, metrics_1),
                                    (jax.tree.map(lambda x: x[1:], state_b),
                                     {k: v[1:] for k, v in metrics_b.items()}),
-                                   [None], fields=("params", "target"))
+                                   [None])
 
 
 def test_warmup_is_uniform_random_and_leaves_parameters_untouched():
     agent = sac.make_agent({**SMALL_DISCRETE, "num_envs": 4, "learning_starts": 400,
                             "total_timesteps": 800})
     state0 = agent.init(jax.random.key(0))
-    state, metrics = purerl.jit(
-        lambda s: jax.lax.scan(lambda s, _: agent.update(s), s, None, 99))(state0)
+    state, metrics = run_updates(agent, state0, 99)
     for a, b in zip(jax.tree.leaves((state0.params, state0.target, state0.opt_state)),
                     jax.tree.leaves((state.params, state.target, state.opt_state))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -229,19 +242,18 @@ def test_act_is_the_mode_or_a_sample_within_the_bounds():
     agent = sac.make_agent(SMALL)
     state = agent.init(jax.random.key(0))
     obs = jax.random.normal(jax.random.key(1), (5, 3))
-    mode = agent.act(state.params, obs)
-    dist = sac.SquashedGaussianActor(
-        sac.envs.make_env("Pendulum-v1")[2], (16, 16)).apply(state.params.actor, obs)
+    mode = agent.act(state, obs)
+    dist = SquashedGaussianActor(envs.make("Pendulum-v1").spec, (16, 16)).apply(
+        state.params.actor, obs)
     np.testing.assert_allclose(mode, 2.0 * np.tanh(np.asarray(dist.mean)), atol=1e-6)
-    sample = agent.act(state.params, obs, jax.random.key(2), deterministic=False)
+    sample = agent.act(state, obs, jax.random.key(2), deterministic=False)
     assert sample.shape == (5, 1) and not np.allclose(sample, mode)
     assert np.all(np.abs(np.asarray(sample)) <= 2.0)
 
 
 def test_cli_trains_and_lists_sac(tmp_path, capsys):
-    """``purerl train sac`` runs through loop.run_chunked (a vmapped init, so the warm-up
-    counter is batched and the gradient-step cond becomes a select) and ``purerl list`` shows
-    SAC with both action spaces."""
+    """``purerl train sac`` (through ``loop.run_chunked``) reports SAC's alpha and entropy, and
+    ``purerl list`` shows SAC with both action spaces."""
     args = ["train", "sac", "--env", "CartPole-v1", "--total-timesteps", "240", "--seeds", "2",
             "--out", str(tmp_path), "--name", "s"]
     for key, value in SMALL_DISCRETE.items():
@@ -300,5 +312,5 @@ def test_value_network_variant_learns_pendulum_within_15k_steps():
 
 @pytest.mark.slow
 def test_discrete_sac_learns_cartpole():
-    final = final_seed_evals(sac, dict(sac.DISCRETE, eval_every=0))
+    final = final_seed_evals(sac, sac.Config.for_env("CartPole-v1", eval_every=0))  # preset
     assert final.mean() >= 400, final

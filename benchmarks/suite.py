@@ -1,0 +1,152 @@
+"""Train presets for N seeds and record what they reach.
+
+    python benchmarks/suite.py --family "classic control" [--seeds 8]
+    python benchmarks/suite.py --preset ppo/Acrobot-v1 --preset dqn/Acrobot-v1
+    python benchmarks/suite.py --report-only          # rebuild tables and figures
+
+Each preset runs as one ``purerl.jit(jax.vmap(train))`` call over ``--seeds`` seeds (wall time
+includes compilation). The final deterministic evaluation per seed becomes the preset's record
+in ``purerl/presets.json`` (with the full config, so a later change of the preset marks the
+record stale), its curve is kept in ``benchmarks/curves/`` and then, from every recorded
+preset, the script rewrites the per-family tables between the markers in
+``benchmarks/RESULTS.md`` and one learning-curve figure per environment in
+``benchmarks/figures/`` (mean ± std over seeds of the deterministic evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from throughput import machine
+
+import purerl
+from purerl import presets
+
+HERE = Path(__file__).parent
+CURVES = HERE / "curves"
+FIGURES = HERE / "figures"
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
+
+
+def curve_path(preset: presets.Preset) -> Path:
+    return CURVES / f"{preset.algo}__{preset.env.replace('/', '_')}.npz"
+
+
+def measure(preset: presets.Preset, seeds: int, command: str) -> presets.Measured:
+    config = preset.config()
+    train = purerl.get_algorithm(preset.algo).make_train(config)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    start = time.perf_counter()
+    _, metrics = jax.block_until_ready(purerl.jit(jax.vmap(train))(keys))
+    wall_s = time.perf_counter() - start
+    evals = np.asarray(metrics["eval_return"], np.float64)
+    steps = np.asarray(metrics["env_steps"])
+    evaluated = ~np.isnan(evals).all(axis=0)
+    CURVES.mkdir(exist_ok=True)
+    np.savez_compressed(curve_path(preset), env_steps=steps.mean(axis=0)[evaluated],
+                        eval_return=evals[:, evaluated])
+    final = evals[:, -1]
+    return presets.Measured(
+        steps=int(steps[:, -1].mean()), seeds=seeds, mean=float(final.mean()),
+        std=float(final.std()), wall_s=round(wall_s, 1), machine=machine(),
+        date=str(datetime.date.today()), command=command, config=config.to_dict())
+
+
+def results_tables() -> str:
+    """Markdown: one table per family of every recorded preset result."""
+    records = presets.load_results()
+    out = []
+    for family in [*presets.FAMILIES, "continuous control (MuJoCo Playground)", "other"]:
+        rows = []
+        for p in presets.all_presets():
+            m = records.get(p.name)
+            if presets.family_of(p.env) != family or m is None:
+                continue
+            status = "" if p.measured else " (stale)"
+            rows.append(f"| {p.algo} | {p.env} | {m.steps:,} | {m.seeds} | "
+                        f"{m.mean:.1f} ± {m.std:.1f}{status} | {m.wall_s:.0f} s | {m.machine} | "
+                        f"{m.date} |")
+        if rows:
+            out.append(f"### {family}\n\n| algorithm | environment | env steps / seed | seeds | "
+                       "final eval (mean ± std over seeds) | wall (incl. compile) | machine | "
+                       "date |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    return "\n\n".join(out)
+
+
+def write_results() -> None:
+    text = RESULTS.read_text()
+    block = (f"{BEGIN}\n## Presets (written by benchmarks/suite.py from purerl/presets.json)\n\n"
+             f"{results_tables()}\n{END}")
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:  # before the first section
+        head, sep, rest = text.partition("\n## ")
+        text = f"{head}\n{block}\n{sep}{rest}"
+    RESULTS.write_text(text)
+
+
+def write_figures() -> list[Path]:
+    """One figure per environment with a recorded curve: every algorithm's mean ± std band."""
+    from matplotlib.figure import Figure
+
+    FIGURES.mkdir(exist_ok=True)
+    by_env: dict[str, list[presets.Preset]] = {}
+    for p in presets.all_presets():
+        if curve_path(p).exists() and p.measured is not None:
+            by_env.setdefault(p.env, []).append(p)
+    written = []
+    for env, group in by_env.items():
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.add_subplot()
+        for p in group:
+            data = np.load(curve_path(p))
+            x, y = data["env_steps"], data["eval_return"]
+            mean, std = y.mean(axis=0), y.std(axis=0)
+            line, = ax.plot(x, mean, marker=".", label=f"{p.algo} ({y.shape[0]} seeds)")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color(),
+                            linewidth=0)
+        ax.set(title=f"{env}: deterministic evaluation, mean ± std over seeds",
+               xlabel="environment steps per seed", ylabel="return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = FIGURES / f"{env.replace('/', '_')}.png"
+        fig.savefig(path, dpi=100)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", action="append", default=[],
+                        choices=list(presets.FAMILIES) + ["continuous control (MuJoCo Playground)"])
+    parser.add_argument("--preset", action="append", default=[], metavar="ALGO/ENV")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    chosen = [p for p in presets.all_presets()
+              if presets.family_of(p.env) in args.family or p.name in args.preset]
+    unknown = set(args.preset) - {p.name for p in presets.all_presets()}
+    if unknown:
+        parser.error(f"no such preset(s): {', '.join(sorted(unknown))}")
+    if not args.report_only and not chosen:
+        parser.error("choose presets with --family or --preset (or pass --report-only)")
+    for p in [] if args.report_only else chosen:
+        command = f"python benchmarks/suite.py --preset {shlex.quote(p.name)} --seeds {args.seeds}"
+        m = measure(p, args.seeds, command)
+        presets.record(p, m)
+        print(f"{p.name:40s} {m.summary()}  ({m.wall_s:.0f} s)", flush=True)
+    write_results()
+    for path in write_figures():
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

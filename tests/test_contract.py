@@ -1,0 +1,82 @@
+"""The trainer contract of the README, for every algorithm in ``purerl.ALGORITHMS``: vmap over
+seeds equals single runs, one key gives one result, chunked runs equal one ``train`` call
+bitwise, the common metrics and the evaluation schedule, and ``act`` / ``value`` /
+``evaluate``."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from helpers import SMALL, assert_trees_equal, assert_vmap_equals_single_runs, small_agent
+
+import purerl
+from purerl import envs, loop
+
+ALGOS = list(purerl.ALGORITHMS)
+
+
+@functools.cache
+def vmapped_run(algo: str):
+    """``(keys, state, metrics)`` of ``jax.vmap(train)`` over 3 seeds of the small config."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    train = purerl.get_algorithm(algo).make_train(SMALL[algo])
+    return keys, *purerl.jit(jax.vmap(train))(keys)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_vmap_equals_single_runs_and_one_key_gives_one_result(algo):
+    keys, state, metrics = vmapped_run(algo)
+    single = purerl.jit(purerl.get_algorithm(algo).make_train(SMALL[algo]))
+    assert_vmap_equals_single_runs(single, (state, metrics), keys)
+    assert_trees_equal(single(keys[1]), single(keys[1]))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_chunked_runs_equal_one_train_call_bitwise(algo):
+    keys, state, metrics = vmapped_run(algo)
+    agent = small_agent(algo)
+    # 3 does not divide the small configs' update counts: full chunks and a shorter last one
+    assert agent.num_updates % 3 != 0
+    chunks = list(loop.run_chunked(agent, keys, chunk=3))
+    assert [c[0] for c in chunks] == [*range(3, agent.num_updates, 3), agent.num_updates]
+    assert_trees_equal({k: np.concatenate([c[2][k] for c in chunks], axis=1)
+                        for k in metrics}, metrics)
+    assert_trees_equal(chunks[-1][1], state)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_common_metrics_and_evaluation_schedule(algo):
+    _, state, metrics = vmapped_run(algo)
+    agent = small_agent(algo)
+    n, every = agent.num_updates, agent.eval_every
+    for name in ("episode_return", "episode_count", "env_steps", "eval_return"):
+        assert metrics[name].shape == (3, n), name
+    steps = np.asarray(metrics["env_steps"])
+    assert (np.diff(steps, axis=1) > 0).all() and (steps[:, 0] > 0).all()
+    np.testing.assert_array_equal(steps[:, -1], state.run.env_steps)
+    np.testing.assert_array_equal(state.run.update_step, n)
+    evaluated = (np.arange(1, n + 1) % every == 0) | (np.arange(1, n + 1) == n)
+    assert np.isfinite(metrics["eval_return"][:, evaluated]).all()
+    assert np.isnan(metrics["eval_return"][:, ~evaluated]).all()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_act_value_and_evaluate(algo):
+    _, states, _ = vmapped_run(algo)
+    state = jax.tree.map(lambda x: x[0], states)
+    agent = small_agent(algo)
+    spec = envs.make(SMALL[algo]["env"]).spec
+    obs = envs.make(spec.name).reset(jax.random.key(1), 5).obs
+    greedy = agent.act(state, obs)
+    assert greedy.shape == (5,) + spec.action_shape
+    np.testing.assert_array_equal(greedy, agent.act(state, obs, jax.random.key(2), True))
+    explore = np.asarray(agent.act(state, obs, jax.random.key(2), deterministic=False))
+    if spec.discrete:
+        assert explore.dtype.kind == "i" and ((explore >= 0) & (explore < spec.num_actions)).all()
+    else:
+        assert ((explore >= spec.action_low) & (explore <= spec.action_high)).all()
+    if agent.value is not None:
+        values = agent.value(state, obs)
+        assert values.shape == (5,) and np.isfinite(values).all()
+    assert np.isfinite(purerl.jit(agent.evaluate)(state))

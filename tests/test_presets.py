@@ -1,0 +1,162 @@
+"""Presets (purerl.presets, Config.for_env, the CLI's use of them) and the conv torso."""
+
+import json
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import purerl
+from purerl import cli, envs, networks, ppo, presets, sac, trpo
+
+PRESETS = presets.all_presets()
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_preset_builds_a_valid_config_and_agent(preset):
+    config = preset.config()
+    assert config.env == preset.env
+    for key, value in preset.overrides.items():
+        assert getattr(config, key) == value, key
+    agent = purerl.get_algorithm(preset.algo).make_agent(config)
+    assert agent.num_updates >= 1
+
+
+def test_recorded_results_belong_to_the_current_presets():
+    records = presets.load_results()
+    names = {p.name for p in PRESETS}
+    assert set(records) <= names, set(records) - names
+    for name, record in records.items():
+        preset = presets.lookup(*name.split("/", 1))
+        assert preset.measured == record, f"{name}: stale record, re-run benchmarks/suite.py"
+        assert record.seeds >= 8 and np.isfinite([record.mean, record.std]).all()
+        assert record.steps <= preset.config().total_timesteps
+
+
+def test_for_env_is_the_preset_with_overrides_on_top():
+    preset = presets.lookup("ppo", "Pendulum-v1")
+    assert ppo.Config.for_env("Pendulum-v1") == preset.config()
+    tuned = ppo.Config.for_env("Pendulum-v1", lr=1e-4)
+    assert tuned.lr == 1e-4 and tuned.num_steps == preset.overrides["num_steps"]
+    assert sac.Config(**sac.DISCRETE) == sac.Config.for_env("CartPole-v1")
+    with pytest.raises(ValueError, match="unknown ppo config key 'lrr'"):
+        ppo.Config.for_env("Pendulum-v1", lrr=1e-4)
+
+
+def test_for_env_without_a_preset_warns_and_gives_the_defaults():
+    assert presets.lookup("trpo", "Catch-bsuite") is None
+    with pytest.warns(UserWarning, match="no trpo preset for Catch-bsuite"):
+        config = trpo.Config.for_env("Catch-bsuite")
+    assert config == trpo.Config(env="Catch-bsuite")
+
+
+def test_stale_records_are_not_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(presets, "RESULTS_PATH", tmp_path / "presets.json")
+    preset = presets.lookup("ppo", "Acrobot-v1")
+    assert preset.measured is None and not preset.stale
+    result = presets.Measured(150_000, 8, -80.0, 3.0, 10.0, "test", "2026-01-01", "cmd",
+                              preset.config().to_dict())
+    presets.record(preset, result)
+    assert (preset.measured.mean, preset.measured.std, preset.measured.steps) == (-80, 3, 150_000)
+    row = next(r for r in presets.table() if r[:2] == ("ppo", "Acrobot-v1"))
+    assert row[3] == "-80.0 ± 3.0 over 8 seeds at 150k steps"
+    presets.record(preset, result.__class__(**{**result.__dict__,
+                                               "config": {**result.config, "lr": 1.0}}))
+    assert preset.measured is None and preset.stale
+    with pytest.raises(ValueError, match="non-finite"):
+        presets.record(preset, result.__class__(**{**result.__dict__, "mean": float("nan")}))
+
+
+def _train_args(*extra):
+    return cli.build_parser().parse_args(["train", *extra])
+
+
+def test_cli_uses_the_preset_and_says_so(tmp_path, capsys):
+    args = _train_args("ppo", "--env", "Pendulum-v1", "--set", "lr=2e-4", "--out", str(tmp_path))
+    config, _, _, name = cli._setup(args)
+    assert name == "ppo/Pendulum-v1"
+    assert config == ppo.Config.for_env("Pendulum-v1", lr=2e-4)
+    assert "preset ppo/Pendulum-v1" in capsys.readouterr().err
+
+    config, _, _, name = cli._setup(_train_args("ppo", "--env", "Pendulum-v1", "--no-preset",
+                                                "--out", str(tmp_path)))
+    assert name is None and config == ppo.Config(env="Pendulum-v1")
+    err = capsys.readouterr().err
+    assert "--no-preset" in err and "preset ppo/" not in err
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, _, name = cli._setup(_train_args("trpo", "--env", "Catch-bsuite",
+                                               "--out", str(tmp_path)))
+    assert name is None
+    assert capsys.readouterr().err.startswith("no trpo preset for Catch-bsuite")
+
+
+def test_cli_run_saves_the_preset_name_and_lists_presets(tmp_path, capsys):
+    code = cli.main(["train", "a2c", "--env", "Acrobot-v1", "--total-timesteps", "4000",
+                     "--out", str(tmp_path), "--name", "run"])
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["preset"] == "a2c/Acrobot-v1" and saved["total_timesteps"] == 4000
+    assert cli.main(["list", "--presets"]) == 0
+    out = capsys.readouterr().out
+    for p in PRESETS:
+        assert p.env in out
+    assert cli.main(["list", "dqn", "--presets"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:] if line.strip()]
+    assert set(rows[:-1]) == {"dqn"}  # the last line is the hint
+
+
+# ---------------------------------------------------------------------------- conv torso
+
+
+def numpy_conv_valid(x, kernel, bias):
+    """A 3x3 'valid' convolution, channels last, as explicit sums: [H, W, C] -> [H-2, W-2, F]."""
+    h, w, _ = x.shape
+    out = np.zeros((h - 2, w - 2, kernel.shape[-1]))
+    for i in range(h - 2):
+        for j in range(w - 2):
+            out[i, j] = np.einsum("abc,abcf->f", x[i:i + 3, j:j + 3], kernel)
+    return out + bias
+
+
+def test_conv_encoder_matches_a_numpy_convolution():
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 7, 6, 4)))
+    encoder = networks.ConvEncoder("relu")
+    params = encoder.init(jax.random.key(1), jnp.asarray(x))
+    out = np.asarray(encoder.apply(params, jnp.asarray(x)))
+    kernel = np.asarray(params["params"]["Conv_0"]["kernel"])
+    assert kernel.shape == (3, 3, 4, 16) and out.shape == (2, 3, 5 * 4 * 16)
+    expected = np.maximum(numpy_conv_valid(x[1, 2], kernel, 0.0), 0.0).reshape(-1)
+    np.testing.assert_allclose(out[1, 2], expected, rtol=1e-5, atol=1e-5)
+    # orthogonal init with gain sqrt(2) on the [9C, 16] matrix, as the dense torso layers
+    k = kernel.reshape(-1, 16)
+    np.testing.assert_allclose(k.T @ k, 2.0 * np.eye(16), atol=1e-4)
+
+
+def test_torso_defaults_by_observation_rank():
+    minatar = envs.make("Breakout-MinAtar").spec
+    assert networks.torso_for("auto", minatar.obs_shape) == "cnn"
+    assert networks.torso_for("auto", (4,)) == "mlp"
+    assert networks.torso_for("mlp", minatar.obs_shape) == "mlp"
+    with pytest.raises(ValueError, match="torso='cnn' needs image observations"):
+        ppo.make_train({"torso": "cnn"})  # CartPole-v1: rejected before anything is traced
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "sac", "a2c"])
+def test_minatar_networks_have_the_conv_torso(algo):
+    config = {"env": "Breakout-MinAtar", "hidden_sizes": (32,), "total_timesteps": 4096,
+              "eval_episodes": 1}
+    if algo in ("dqn", "sac"):
+        config["learning_starts"] = 64
+    state = jax.eval_shape(purerl.get_algorithm(algo).make_agent(config).init,
+                           jax.random.key(0))
+    shapes = {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): leaf.shape
+              for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}
+    h, w, c = envs.make("Breakout-MinAtar").spec.obs_shape
+    convs = [k for k in shapes if k.endswith("Conv_0/kernel")]
+    assert convs and all(shapes[k] == (3, 3, c, 16) for k in convs), shapes
+    dense_in = [s for k, s in shapes.items() if k.endswith("MLP_0/Dense_0/kernel")]
+    assert dense_in and all(s == ((h - 2) * (w - 2) * 16, 32) for s in dense_in), shapes
