@@ -235,7 +235,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
         print(f"preset {preset.name}" + (f" (reaches {measured.summary()})" if measured else "")
               + ("; --set / --total-timesteps override it" if args.set or args.total_timesteps
                  else ""), file=sys.stderr)
-    name = args.name or f"{args.algo}_{config.env}_{time.strftime('%Y%m%d-%H%M%S')}"
+    env_name = config.env.replace("/", "_")  # playground/<Task> ids: one directory level
+    name = args.name or f"{args.algo}_{env_name}_{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     return config, agent, run_dir, preset.name if preset else None
@@ -277,6 +278,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _env_group(env_id: str) -> str:
     if env_id.startswith("Probe"):
         return "probes"
+    if env_id.startswith("playground/"):
+        return "MuJoCo Playground (mujoco extra)"
     suffix = env_id.rsplit("-", 1)[-1]
     return "classic control" if re.fullmatch(r"v\d+", suffix) else suffix
 
