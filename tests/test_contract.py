@@ -36,10 +36,9 @@ def test_vmap_equals_single_runs_and_one_key_gives_one_result(algo):
 def test_chunked_runs_equal_one_train_call_bitwise(algo):
     keys, state, metrics = vmapped_run(algo)
     agent = small_agent(algo)
-    # 3 does not divide the small configs' update counts: full chunks and a shorter last one
-    assert agent.num_updates % 3 != 0
+    # chunks of about 3 updates (run_chunked evens them out to one compiled length)
     chunks = list(loop.run_chunked(agent, keys, chunk=3))
-    assert [c[0] for c in chunks] == [*range(3, agent.num_updates, 3), agent.num_updates]
+    assert len(chunks) > 1 and chunks[-1][0] == agent.num_updates
     assert_trees_equal({k: np.concatenate([c[2][k] for c in chunks], axis=1)
                         for k in metrics}, metrics)
     assert_trees_equal(chunks[-1][1], state)
