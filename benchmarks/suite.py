@@ -83,6 +83,9 @@ def results_tables() -> str:
 def write_results() -> None:
     text = RESULTS.read_text()
     block = (f"{BEGIN}\n## Presets (written by benchmarks/suite.py from purerl/presets.json)\n\n"
+             "What each preset reaches. The wall times say how long a measurement took on a "
+             "shared machine; they are not speed figures (those are ratios against a peer run "
+             "side by side: throughput.py, rejax_sac.py).\n\n"
              f"{results_tables()}\n{END}")
     if BEGIN in text:
         head, rest = text.split(BEGIN, 1)
