@@ -7,23 +7,23 @@
 For each comparison it reports the first update whose metrics differ at all (``first bit``) and
 the first whose metrics differ by more than 1% of their scale (``diverged``: float rounding has
 grown into a different training run), and the final deterministic evaluations. The runs use the
-configs of the README's learning checks. Appends a table to benchmarks/RESULTS.md.
+configs of the README's learning checks. Adds its rows to the determinism table of
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-from pathlib import Path
 
 import jax
 import numpy as np
+from results_md import add_rows
 from throughput import machine
 
 import purerl
 from purerl import loop
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 CONFIGS = {
     "reinforce": dict(total_timesteps=40 * 16 * 500),
@@ -94,21 +94,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
-    header = ("| algo | compared with vmap(train) | updates | first bit | diverged (>1%) | "
-              "final evals | vmap(train) final evals |\n|---|---|---|---|---|---|---|\n")
+    header = ("| date | machine | jax | seeds | algo | compared with vmap(train) | updates | "
+              "first bit | diverged (>1%) | final evals | vmap(train) final evals |\n"
+              + "|---" * 11 + "|")
+    run = (str(datetime.date.today()), machine(), jax.__version__, str(args.seeds))
     lines = []
     for algo in args.algos:  # import every trainer before the long runs start
         purerl.get_algorithm(algo)
     for algo in args.algos:
         for row in compare(algo, args.seeds):
-            line = "| " + " | ".join(row) + " |"
+            line = "| " + " | ".join(run + row) + " |"
             print(line, flush=True)
             lines.append(line)
     if not args.no_record:
-        with RESULTS.open("a") as f:
-            f.write(f"\n### Determinism, {datetime.date.today()}, {machine()}, jax "
-                    f"{jax.__version__}, {args.seeds} seeds\n\n" + header + "\n".join(lines)
-                    + "\n")
+        add_rows("Determinism (benchmarks/determinism.py)", header, lines)
 
 
 if __name__ == "__main__":

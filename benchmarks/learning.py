@@ -3,7 +3,7 @@
     python benchmarks/learning.py [--seeds 4] [--key 0] [--only NAME] [--record]
 
 Prints one line per check (mean ± std over seeds, and the per-seed returns) and, with
-``--record``, appends them to benchmarks/RESULTS.md.
+``--record``, adds them to the learning-check table of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+from results_md import add_rows
 
 import purerl
 from purerl import a2c, a3c, actor_critic, ddpg, dqn, ppo, reinforce, sac, td3, trpo
@@ -75,10 +76,9 @@ def main() -> None:
         print(row, flush=True)
         rows.append(row)
     if args.record:
-        with open(__file__.replace("learning.py", "RESULTS.md"), "a") as f:
-            f.write("\n## Learning checks (benchmarks/learning.py; wall time includes compile)"
-                    "\n\n| date | check | seeds | key | final eval | CI threshold | per seed "
-                    "| wall s |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        add_rows("Learning checks (benchmarks/learning.py; wall time includes compile)",
+                 "| date | check | seeds | key | final eval | CI threshold | per seed | wall s |\n"
+                 "|---|---|---|---|---|---|---|---|", rows)
 
 
 if __name__ == "__main__":

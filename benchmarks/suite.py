@@ -9,7 +9,8 @@ includes compilation). The final deterministic evaluation per seed becomes the p
 in ``purerl/presets.json`` (with the full config, so a later change of the preset marks the
 record stale), its curve is kept in ``benchmarks/curves/`` and then, from every recorded
 preset, the script rewrites the per-family tables between the markers in
-``benchmarks/RESULTS.md`` and one learning-curve figure per environment in
+``benchmarks/RESULTS.md`` (and a summary between the same markers in ``README.md``) and one
+learning-curve figure per environment in
 ``benchmarks/figures/`` (mean ± std over seeds of the deterministic evaluation).
 """
 
@@ -32,6 +33,7 @@ HERE = Path(__file__).parent
 CURVES = HERE / "curves"
 FIGURES = HERE / "figures"
 RESULTS = HERE / "RESULTS.md"
+README = HERE.parent / "README.md"
 BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
 
 
@@ -72,28 +74,57 @@ def results_tables() -> str:
             status = "" if p.measured else " (stale)"
             rows.append(f"| {p.algo} | {p.env} | {m.steps:,} | {m.seeds} | "
                         f"{m.mean:.1f} ± {m.std:.1f}{status} | {m.wall_s:.0f} s | {m.machine} | "
-                        f"{m.date} |")
+                        f"{m.date} | {p.note} |")
         if rows:
             out.append(f"### {family}\n\n| algorithm | environment | env steps / seed | seeds | "
                        "final eval (mean ± std over seeds) | wall (incl. compile) | machine | "
-                       "date |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+                       "date | note |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     return "\n\n".join(out)
 
 
-def write_results() -> None:
-    text = RESULTS.read_text()
-    block = (f"{BEGIN}\n## Presets (written by benchmarks/suite.py from purerl/presets.json)\n\n"
-             "What each preset reaches. The wall times say how long a measurement took on a "
-             "shared machine; they are not speed figures (those are ratios against a peer run "
-             "side by side: throughput.py, rejax_sac.py).\n\n"
-             f"{results_tables()}\n{END}")
+def summary_table() -> str:
+    """Markdown for the README: one row per environment with every measured preset on it, the
+    presets not measured yet, and the learning-curve figures."""
+    by_env: dict[str, list[str]] = {}
+    seeds = set()
+    for p in presets.all_presets():
+        if (m := p.measured) is not None:
+            seeds.add(m.seeds)
+            by_env.setdefault(p.env, []).append(
+                f"{p.algo} {m.mean:.1f} ± {m.std:.1f} ({presets._steps(m.steps)})")
+    over = f"{seeds.pop()} seeds" if len(seeds) == 1 else "seeds"
+    missing = [p.name for p in presets.all_presets() if p.measured is None]
+    rows = "\n".join(f"| {env} | {', '.join(cells)} |" for env, cells in by_env.items())
+    figures = "\n".join(f"![{env}](benchmarks/figures/{env.replace('/', '_')}.png)"
+                        for env in by_env
+                        if (FIGURES / f"{env.replace('/', '_')}.png").exists())
+    return (f"| environment | final deterministic eval, mean ± std over {over} (env steps per "
+            f"seed) |\n|---|---|\n{rows}\n\n"
+            + (f"Registered, not measured yet: {', '.join(missing)}.\n\n" if missing else "")
+            + figures)
+
+
+def replace_block(path: Path, block: str) -> None:
+    """Put ``block`` between the preset markers of ``path`` (before its first section if the
+    markers are missing)."""
+    text = path.read_text()
+    block = f"{BEGIN}\n{block}\n{END}"
     if BEGIN in text:
         head, rest = text.split(BEGIN, 1)
         text = head + block + rest.split(END, 1)[1]
-    else:  # before the first section
+    else:
         head, sep, rest = text.partition("\n## ")
         text = f"{head}\n{block}\n{sep}{rest}"
-    RESULTS.write_text(text)
+    path.write_text(text)
+
+
+def write_results() -> None:
+    replace_block(README, summary_table())
+    replace_block(RESULTS,
+        "## Presets (written by benchmarks/suite.py from purerl/presets.json)\n\n"
+        "What each preset reaches. The wall times say how long a measurement took on a shared "
+        "machine; they are not speed figures (those are ratios against a peer run side by side: "
+        "throughput.py, rejax_sac.py).\n\n" + results_tables())
 
 
 def write_figures() -> list[Path]:
@@ -116,7 +147,7 @@ def write_figures() -> list[Path]:
             line, = ax.plot(x, mean, marker=".", label=f"{p.algo} ({y.shape[0]} seeds)")
             ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color(),
                             linewidth=0)
-        ax.set(title=f"{env}: deterministic evaluation, mean ± std over seeds",
+        ax.set(title=f"{env}: deterministic eval, mean ± std over seeds",
                xlabel="environment steps per seed", ylabel="return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -146,9 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         m = measure(p, args.seeds, command)
         presets.record(p, m)
         print(f"{p.name:40s} {m.summary()}  ({m.wall_s:.0f} s)", flush=True)
-    write_results()
     for path in write_figures():
         print("wrote", path)
+    write_results()
 
 
 if __name__ == "__main__":

@@ -14,15 +14,14 @@ import datetime
 import os
 import platform
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
 import purerl
 from purerl.cli import parse_overrides
+from results_md import add_rows
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = ("| date | machine | algo | env | seeds | env steps / seed | jit | compile s | run s "
           "| env steps/s | final eval (mean ± std) | overrides |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -77,18 +76,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def record(row: str) -> None:
-    """Add ``row`` at the end of RESULTS.md's throughput table (creating the table if needed)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    header = HEADER.splitlines()
-    if header[0] not in text:
-        text = (text.rstrip("\n")
-                + "\n\n## Throughput runs (appended by benchmarks/throughput.py)\n\n" + HEADER)
-    lines = text.splitlines()
-    end = lines.index(header[1]) + 1
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
-    lines.insert(end, row)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    """Add ``row`` to RESULTS.md's throughput table."""
+    add_rows("Throughput runs (benchmarks/throughput.py)", HEADER, [row])
+
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from purerl.loop import compiler_options, jit
 
-__all__ = ["ALGORITHMS", "compiler_options", "get_algorithm", "jit"]
+__all__ = ["ALGORITHMS", "compiler_options", "get_algorithm", "jit", "load"]
 
 __version__ = "0.1.0"
 
@@ -35,3 +35,11 @@ def get_algorithm(name: str) -> ModuleType:
                          f"available: {', '.join(ALGORITHMS)}")
     return importlib.import_module(ALGORITHMS[name][0])
 
+
+def __getattr__(name: str):
+    # purerl.load imports orbax-checkpoint only when used, so `import purerl` stays light
+    if name == "load":
+        from purerl.checkpoint import load
+
+        return load
+    raise AttributeError(f"module 'purerl' has no attribute {name!r}")

@@ -38,8 +38,8 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, losses, optim, returns, rollout
-from purerl.config import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutConfig, choice, hparam,
-                           redefault, static)
+from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+                           RolloutConfig, choice, hparam, redefault, static)
 from purerl.networks import ActorCritic, torso_for
 from purerl.normalize import ObsNormalizer
 
@@ -74,6 +74,9 @@ class Config(RolloutConfig):
     ent_coef: float = hparam(0.01, "entropy bonus coefficient c_H", NON_NEGATIVE)
     vf_coef: float = hparam(0.5, "value loss coefficient c_v", NON_NEGATIVE)
     max_grad_norm: float = hparam(0.5, "global gradient-norm clip", POSITIVE)
+
+    def budget_schedules(self) -> tuple[str, ...]:
+        return (ANNEAL_LR_SCHEDULE,) if self.anneal_lr else ()
 
 
 @struct.dataclass

@@ -1,9 +1,13 @@
-"""Command line: ``purerl train ALGO --env ENV ...`` and ``purerl list``.
+"""Command line: ``purerl train ALGO --env ENV ...``, ``purerl resume RUN_DIR``, ``purerl eval
+RUN_DIR`` and ``purerl list``.
 
-``train`` runs ``--seeds`` vmapped seeds in compiled chunks with a progress bar, then writes
-``config.json``, ``metrics.json``, ``metrics.csv``, ``learning_curve.png`` and ``summary.txt``
-to ``<out>/<name>/`` and prints the summary table. Bad input (unknown algorithm, environment or
-config key, unparsable or invalid value) prints one ``purerl: error: ...`` line and exits 2.
+``train`` runs ``--seeds`` vmapped seeds in compiled chunks with a progress bar, saves
+checkpoints (:mod:`purerl.checkpoint`) every ``--checkpoint-every`` updates and after the last,
+then writes ``config.json``, ``metrics.json``, ``metrics.csv``, ``learning_curve.png`` and
+``summary.txt`` to ``<out>/<name>/`` and prints the summary table. ``resume`` continues a run
+from its newest checkpoint and rewrites those files; ``eval`` runs episodes of a saved policy.
+Bad input (unknown algorithm, environment or config key, unparsable or invalid value, a missing,
+corrupt or mismatched checkpoint) prints one ``purerl: error: ...`` line and exits 2.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ import sys
 import time
 import typing
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
 import purerl
-from purerl import loop
+from purerl import checkpoint, loop
 
 Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
 
@@ -87,21 +91,38 @@ def parse_overrides(pairs: Sequence[str], config_cls: type) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- training
 
 
-def train(agent: loop.Agent, keys: jax.Array, chunk: int) -> Metrics:
+def train(agent: loop.Agent, keys: jax.Array | None, chunk: int, *, state: Any = None,
+          align: int | None = None,
+          on_chunk: Callable[[int, Any, list[Metrics]], None] | None = None) -> Metrics:
     """Run all seeds in chunks of ``chunk`` updates with a progress bar; metrics are
-    ``[seeds, updates]`` numpy arrays."""
+    ``[seeds, updates]`` numpy arrays of the updates run here. ``state``: continue from this
+    state (:func:`purerl.loop.run_chunked`); ``align``: chunk boundaries on its multiples;
+    ``on_chunk(updates_done, state, chunks)`` is called after every chunk (``chunks``: the
+    metrics of the chunks so far)."""
     chunks: list[Metrics] = []
     postfix: dict[str, str] = {}
-    with tqdm(total=agent.num_updates, unit="update", disable=None, dynamic_ncols=True) as bar:
-        for done, _, metrics in loop.run_chunked(agent, keys, chunk=chunk):
+    start = 0 if state is None else checkpoint._updates_done(state)
+    with tqdm(total=agent.num_updates, initial=start, unit="update", disable=None,
+              dynamic_ncols=True) as bar:
+        for done, state, metrics in loop.run_chunked(agent, keys, chunk=chunk, state=state,
+                                                     align=align):
             chunks.append({k: np.asarray(v) for k, v in jax.device_get(metrics).items()})
+            if on_chunk is not None:
+                on_chunk(done, state, chunks)
             for name, short in (("eval_return", "eval"), ("episode_return", "episode")):
                 latest = _latest_mean(chunks[-1].get(name))
                 if latest is not None:
                     postfix[short] = f"{latest:.1f}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(done - bar.n)
-    return {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]}
+    return _concat(chunks)
+
+
+def _concat(chunks: Sequence[Metrics]) -> Metrics:
+    """Metrics of consecutive chunks joined along the update axis."""
+    chunks = [c for c in chunks if c]
+    return {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]} if chunks \
+        else {}
 
 
 def _latest_mean(values: np.ndarray | None) -> float | None:
@@ -224,6 +245,15 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
         overrides["total_timesteps"] = args.total_timesteps
     config = module.Config.from_dict(overrides)
     agent = module.make_agent(config)
+    env_name = config.env.replace("/", "_")  # playground/<Task> ids: one directory level
+    name = args.name or f"{args.algo}_{env_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.out) / name
+    newest = checkpoint.latest(run_dir)
+    if newest is not None:  # never mix two runs' checkpoints (resume would pick the wrong one)
+        raise ValueError(f"{run_dir} already holds checkpoints of a run (the newest after "
+                         f"{newest.name} updates); continue it with 'purerl resume {run_dir}', "
+                         f"or train under another --name (or delete "
+                         f"{run_dir / checkpoint.CHECKPOINTS})")
     if args.no_preset:
         print("--no-preset: the defaults of the config", file=sys.stderr)
     elif preset is None:
@@ -235,9 +265,6 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
         print(f"preset {preset.name}" + (f" (reaches {measured.summary()})" if measured else "")
               + ("; --set / --total-timesteps override it" if args.set or args.total_timesteps
                  else ""), file=sys.stderr)
-    env_name = config.env.replace("/", "_")  # playground/<Task> ids: one directory level
-    name = args.name or f"{args.algo}_{env_name}_{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     return config, agent, run_dir, preset.name if preset else None
 
@@ -247,31 +274,177 @@ def _fail(message: str) -> int:
     return 2
 
 
+# keys of config.json besides the config's fields: the run's options
+RUN_KEYS = ("algo", "seeds", "seed", "preset", "chunk", "checkpoint_every", "keep")
+
+
+def _write_config(run_dir: Path, algo: str, config: Any, seeds: int, seed: int | None,
+                  preset: str | None, chunk: int | None, every: int | None, keep: int) -> None:
+    write_json(run_dir / "config.json",
+               {**config.to_dict(), "algo": algo, "seeds": seeds, "seed": seed,
+                "preset": preset, "chunk": chunk, "checkpoint_every": every, "keep": keep})
+
+
+def _chunk_length(agent: loop.Agent, chunk: int | None, every: int | None) -> int:
+    """The chunk length run_chunked will use (so the messages are true): about ``chunk``
+    updates (default num_updates // 50), a divisor of ``every`` where one is near."""
+    requested = chunk or max(1, agent.num_updates // 50)
+    return loop.even_chunk(agent.num_updates, requested, every)
+
+
+def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *,
+                     keys: jax.Array | None = None, resumed: Any = None, seeds: int,
+                     seed: int | None, chunk: int, every: int | None, keep: int) -> int:
+    """Train (from ``keys``, or on from the restored run ``resumed``) with a checkpoint every
+    ``every`` updates and after the last, then write the metrics (the restored ones followed by
+    the new), the learning curve and the summary."""
+    old = resumed.metrics if resumed is not None else {}
+    wall_before = float(resumed.metadata["extra"].get("wall_s", 0.0)) if resumed else 0.0
+    start = time.perf_counter()
+
+    def save(done: int, state: Any, chunks: list[Metrics]) -> None:
+        if done == agent.num_updates or (every and done % every == 0):
+            wall = wall_before + time.perf_counter() - start
+            checkpoint.save(run_dir, config, state, _concat([old, *chunks]), seed=seed,
+                            keep=keep, extra={"wall_s": round(wall, 3)})
+
+    try:
+        new = train(agent, keys, chunk, state=None if resumed is None else resumed.state,
+                    align=every, on_chunk=save)
+    except KeyboardInterrupt:
+        newest = checkpoint.latest(run_dir)
+        if newest is not None:
+            print(f"purerl: the newest checkpoint is {newest} ({newest.name} updates); continue "
+                  f"with 'purerl resume {run_dir}'", file=sys.stderr)
+        raise
+    wall_s = wall_before + time.perf_counter() - start
+    metrics = _concat([old, new])
+
+    write_json(run_dir / "metrics.json", {k: as_lists(v) for k, v in metrics.items()})
+    write_csv(run_dir / "metrics.csv", metrics)
+    plot_learning_curve(run_dir / "learning_curve.png", metrics,
+                        f"{algo} on {config.env}: mean and min-max over {seeds} seed(s)")
+    table = format_table(summarize(algo, config, metrics, wall_s))
+    (run_dir / "summary.txt").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _checkpoint_note(every: int | None, keep: int) -> str:
+    return (f"a checkpoint every {every} updates and after the last" if every
+            else "a checkpoint after the last update") + f" (keeping the newest {keep})"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         config, agent, run_dir, preset = _setup(args)
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
-    write_json(run_dir / "config.json",
-               {**config.to_dict(), "algo": args.algo, "seeds": args.seeds, "seed": args.seed,
-                "preset": preset})
-    # the length run_chunked will actually use, so the message below is true
-    chunk = loop.even_chunk(agent.num_updates, args.chunk or max(1, agent.num_updates // 50))
+    _write_config(run_dir, args.algo, config, args.seeds, args.seed, preset, args.chunk,
+                  args.checkpoint_every, args.keep)
+    chunk = _chunk_length(agent, args.chunk, args.checkpoint_every)
     print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
-          f"updates, {chunk} per compiled call -> {run_dir}", file=sys.stderr)
+          f"updates, {chunk} per compiled call, "
+          f"{_checkpoint_note(args.checkpoint_every, args.keep)} -> {run_dir}", file=sys.stderr)
+    return _train_and_write(args.algo, config, agent, run_dir,
+                            keys=jax.random.split(jax.random.key(args.seed), args.seeds),
+                            seeds=args.seeds, seed=args.seed, chunk=chunk,
+                            every=args.checkpoint_every, keep=args.keep)
 
-    start = time.perf_counter()
-    metrics = train(agent, jax.random.split(jax.random.key(args.seed), args.seeds), chunk)
-    wall_s = time.perf_counter() - start
 
-    write_json(run_dir / "metrics.json", {k: as_lists(v) for k, v in metrics.items()})
-    write_csv(run_dir / "metrics.csv", metrics)
-    plot_learning_curve(run_dir / "learning_curve.png", metrics,
-                        f"{args.algo} on {config.env}: mean and min-max over {args.seeds} seed(s)")
-    table = format_table(summarize(args.algo, config, metrics, wall_s))
-    (run_dir / "summary.txt").write_text(table + "\n", encoding="utf-8")
-    print(table)
-    print(f"run directory: {run_dir}")
+def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's config.json (None if it has none); ValueError if unreadable."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); restore it, or delete it to resume with "
+                         "the config saved in the checkpoint") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a JSON object; restore it, or delete it to resume with "
+                         "the config saved in the checkpoint")
+    return saved
+
+
+def _plan_resume(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Everything ``purerl resume`` checks before it writes: the run directory, its newest
+    checkpoint (verified), config.json against it and the new budget. Returns the restored run
+    and config.json (as saved, or rebuilt from the checkpoint)."""
+    run_dir = Path(args.run_dir)
+    if (run_dir / checkpoint.METADATA).is_file():
+        raise ValueError(f"{run_dir} is a checkpoint; pass its run directory "
+                         f"{run_dir.parent.parent} (resume continues from the newest "
+                         "checkpoint; delete newer ones to go back)")
+    ckpt = checkpoint.find(run_dir)
+    meta = checkpoint.read_metadata(ckpt, verify=False)  # the files: in restore
+    saved = _read_run_config(run_dir)
+    if saved is None:
+        saved = {**meta["config"], "algo": meta["algo"], "seeds": meta["num_seeds"],
+                 "seed": meta["seed"], "preset": None}
+    algo = saved.get("algo", meta["algo"])
+    if algo != meta["algo"]:
+        raise checkpoint.CheckpointError(
+            f"{run_dir / 'config.json'} says algo {algo!r} but the checkpoints of {run_dir} are "
+            f"of a {meta['algo']} run; set \"algo\": \"{meta['algo']}\" again (checkpoints "
+            "of another run were copied here?)")
+    module = purerl.get_algorithm(meta["algo"])
+    fields = {k: v for k, v in saved.items() if k not in RUN_KEYS}
+    if args.total_timesteps is not None:
+        fields["total_timesteps"] = args.total_timesteps
+    try:
+        config = module.Config.from_dict(fields)
+    except ValueError as e:
+        raise ValueError(f"{run_dir / 'config.json'}: {e}") from None
+    return checkpoint.restore(ckpt, config), saved
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    try:
+        run, saved = _plan_resume(args)
+    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+        return _fail(str(e))
+    config, agent, run_dir = run.config, run.agent, run.run_dir
+    if run.updates_done >= agent.num_updates:
+        return _fail(f"nothing to resume: {run_dir} has done all {agent.num_updates} updates of "
+                     f"total_timesteps={config.total_timesteps}; pass --total-timesteps with a "
+                     "larger budget to extend it")
+    every = args.checkpoint_every or saved.get("checkpoint_every")
+    keep = args.keep or saved.get("keep") or 3
+    chunk_arg = args.chunk or saved.get("chunk")
+    _write_config(run_dir, run.algo, config, run.num_seeds, run.seed, saved.get("preset"),
+                  chunk_arg, every, keep)
+    chunk = _chunk_length(agent, chunk_arg, every)
+    extended = config.total_timesteps != run.metadata["config"]["total_timesteps"]
+    print(f"resuming {run.algo} on {config.env} from {run.path}: {run.num_seeds} seed(s) at "
+          f"update {run.updates_done} of {agent.num_updates}"
+          + (f" (budget changed to total_timesteps={config.total_timesteps})" if extended else "")
+          + f", {chunk} per compiled call, {_checkpoint_note(every, keep)}", file=sys.stderr)
+    return _train_and_write(run.algo, config, agent, run_dir, resumed=run, seeds=run.num_seeds,
+                            seed=run.seed, chunk=chunk, every=every, keep=keep)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        run = checkpoint.load(args.run_dir)
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
+    key = None if args.seed is None else jax.random.key(args.seed)
+    returns = run.evaluate(args.episodes, key, deterministic=not args.stochastic)
+    episodes = returns.shape[1]
+    policy = "stochastic" if args.stochastic else "deterministic"
+    keys = ("the trainer's evaluation keys" if args.seed is None
+            else f"keys split from --seed {args.seed}")
+    steps = int(np.asarray(run.state.run.env_steps).reshape(-1)[0])
+    print(f"{run.algo} on {run.config.env}, checkpoint {run.path} ({run.updates_done} updates, "
+          f"{steps} env steps per seed): {policy} policy, {episodes} episode(s) per seed, {keys}")
+    rows = [(str(i), f"{r.mean():.4g} ± {r.std():.4g}") for i, r in enumerate(returns)]
+    means = returns.mean(axis=1)
+    rows.append(("all", f"{means.mean():.4g} ± {means.std():.4g} (mean ± std of the seeds' "
+                        "means)"))
+    print(format_table(rows, header=("seed", "return (mean ± std)")))
     return 0
 
 
@@ -335,6 +508,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _checkpoint_flags(parser: argparse.ArgumentParser, resume: bool = False) -> None:
+    default = "the run's" if resume else None
+    parser.add_argument(
+        "--checkpoint-every", type=_positive_int, metavar="N",
+        help="also save a checkpoint after every N updates (one is always saved after the "
+             "last). Checkpoints are taken between compiled chunks, so the chunk length is "
+             "chosen as a divisor of N near --chunk (at most N) and every multiple of N is a "
+             "chunk boundary; give --chunk a divisor of N to choose it yourself"
+             + (f" (default: {default})" if default else ""))
+    parser.add_argument("--keep", type=_positive_int, default=None if resume else 3,
+                        metavar="K", help="keep the newest K checkpoints (default: "
+                        + ("the run's)" if resume else "3)"))
+
+
 def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; ``help_algo`` appends that algorithm's config fields to
     ``train --help``."""
@@ -363,7 +550,40 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--name", help="run name (default: ALGO_ENV_TIMESTAMP)")
     t.add_argument("--chunk", type=_positive_int,
                    help="updates per compiled call (default: num_updates // 50)")
+    _checkpoint_flags(t)
     t.set_defaults(func=cmd_train)
+
+    r = commands.add_parser(
+        "resume", help="continue a run from its newest checkpoint",
+        description="Continue RUN_DIR from its newest checkpoint with the config in its "
+                    "config.json, then rewrite metrics.json / metrics.csv (the checkpoint's rows "
+                    "followed by the new ones), the learning curve and the summary. The result "
+                    "equals the uninterrupted run's bitwise. --total-timesteps changes the budget "
+                    "(e.g. extends a finished run); refused where a schedule depends on it "
+                    "(anneal_lr=True; DQN's epsilon decay).")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of 'purerl train'")
+    r.add_argument("--total-timesteps", type=_positive_int,
+                   help="new budget: env steps per seed (default: the config's)")
+    r.add_argument("--chunk", type=_positive_int,
+                   help="updates per compiled call (default: the run's)")
+    _checkpoint_flags(r, resume=True)
+    r.set_defaults(func=cmd_resume)
+
+    e = commands.add_parser(
+        "eval", help="evaluate a run's saved policy",
+        description="Run episodes of every seed's policy from RUN_DIR's newest checkpoint (or "
+                    "of the checkpoint directory given) and print the mean ± std return per "
+                    "seed. Without options it repeats the run's final deterministic "
+                    "evaluation: its episodes and keys.")
+    e.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run directory, or one of its checkpoints/<updates> directories")
+    e.add_argument("--episodes", type=_positive_int,
+                   help="episodes per seed (default: the config's eval_episodes)")
+    e.add_argument("--stochastic", action="store_true",
+                   help="sample actions from the policy instead of its deterministic action")
+    e.add_argument("--seed", type=int,
+                   help="random seed of the episodes (default: the trainer's evaluation keys)")
+    e.set_defaults(func=cmd_eval)
 
     ls = commands.add_parser("list", help="list algorithms and environments, or one algorithm's "
                                           "config fields")

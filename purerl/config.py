@@ -148,6 +148,11 @@ def _type_name(annotation: Any) -> str:
 # ------------------------------------------------------------------------------- configs
 
 
+# what budget_schedules() says of a learning rate annealed to 0 at the last update
+ANNEAL_LR_SCHEDULE = ("anneal_lr=True anneals the learning rate to 0 over the run's total number "
+                      "of updates")
+
+
 @dataclasses.dataclass(frozen=True)
 class BaseConfig:
     """Fields every trainer shares. Subclasses add their own and may change defaults."""
@@ -348,6 +353,14 @@ class BaseConfig:
                     f"actions, but {env_name} has {other} actions; remove it")
 
     # ------------------------------------------------------------------ budget helpers
+    def budget_schedules(self) -> tuple[str, ...]:
+        """What in this config depends on ``total_timesteps`` beyond the number of updates (a
+        schedule over the whole run, e.g. a learning rate annealed to 0 at the last update), one
+        phrase each; empty when a run of this config can change its budget after training has
+        started and match a run trained with the new budget from the start
+        (``purerl resume --total-timesteps``). Trainers with such schedules override this."""
+        return ()
+
     def num_updates_for(self, steps_per_update: int, what: str) -> int:
         """total_timesteps // steps_per_update, or a ValueError if the budget does not cover one
         update; ``what`` says what one update is made of."""

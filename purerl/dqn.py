@@ -39,8 +39,8 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, replay, rollout
-from purerl.config import (HALF_OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTERVAL, OffPolicyConfig,
-                           choice, hparam, redefault, static)
+from purerl.config import (ANNEAL_LR_SCHEDULE, HALF_OPEN_UNIT_INTERVAL, POSITIVE,
+                           UNIT_INTERVAL, OffPolicyConfig, choice, hparam, redefault, static)
 from purerl.networks import QNetwork, torso_for
 from purerl.normalize import ObsNormalizer
 
@@ -85,6 +85,15 @@ class Config(OffPolicyConfig):
         # compared with the gradient-step counter inside the compiled update
         self._check_counter("target_update_every", self.target_update_every)
         super().validate()
+
+    def budget_schedules(self) -> tuple[str, ...]:
+        out = []
+        if self.anneal_lr:
+            out.append(ANNEAL_LR_SCHEDULE)
+        if self.exploration_fraction > 0 and self.epsilon_start != self.epsilon_end:
+            out.append(f"epsilon decays over exploration_fraction={self.exploration_fraction} "
+                       "of total_timesteps")
+        return tuple(out)
 
     def epsilon(self, env_steps: Any) -> Any:
         """The exploration rate after ``env_steps`` env steps (:func:`epsilon_schedule` of this

@@ -137,13 +137,27 @@ def make_train_fn(agent: Agent) -> Callable[..., tuple[Any, Metrics]]:
     return train
 
 
-def even_chunk(num_updates: int, chunk: int) -> int:
+def even_chunk(num_updates: int, chunk: int, align: int | None = None) -> int:
     """A chunk length near ``chunk`` (between chunk / 2 and chunk) that divides ``num_updates``,
-    so every compiled call has the same length and compiles once; ``chunk`` if there is none."""
-    chunk = max(1, min(chunk, num_updates))
-    for c in range(chunk, max(1, chunk // 2) - 1, -1):
-        if num_updates % c == 0:
-            return c
+    so every compiled call has the same length and compiles once; ``chunk`` if there is none.
+
+    With ``align`` (e.g. a checkpoint interval) the length is at most ``align`` and divides it
+    where one in that range does, preferring one that also divides ``num_updates``; chunk
+    boundaries then fall on every multiple of ``align`` (:func:`run_chunked` with ``align``
+    cuts a chunk short where one does not)."""
+    if align is None:
+        chunk = max(1, min(chunk, num_updates))
+        for c in range(chunk, max(1, chunk // 2) - 1, -1):
+            if num_updates % c == 0:
+                return c
+        return chunk
+    chunk = max(1, min(chunk, num_updates, align))
+    candidates = range(chunk, max(1, chunk // 2) - 1, -1)
+    for divides in (lambda c: align % c == 0 and num_updates % c == 0,
+                    lambda c: align % c == 0):
+        for c in candidates:
+            if divides(c):
+                return c
     return chunk
 
 
@@ -189,8 +203,9 @@ def unbatch(state: Any, axes: Any) -> Any:
                         is_leaf=lambda a: a is None)
 
 
-def run_chunked(agent: Agent, keys: jax.Array, hparams: Mapping[str, Any] | None = None,
-                chunk: int = 10) -> Iterator[tuple[int, Any, Metrics]]:
+def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any] | None = None,
+                chunk: int = 10, *, state: Any = None, start: int | None = None,
+                align: int | None = None) -> Iterator[tuple[int, Any, Metrics]]:
     """Train ``len(keys)`` seeds (vmapped), yielding ``(updates_done, state, chunk_metrics)``
     after each compiled call of about ``chunk`` updates (see :func:`even_chunk`).
 
@@ -198,12 +213,37 @@ def run_chunked(agent: Agent, keys: jax.Array, hparams: Mapping[str, Any] | None
     metrics, and the final state its state, bitwise on the same machine: between calls the
     seed-independent counters go back in unbatched (:func:`seed_axes`), so every call runs the
     update that ``vmap(train)`` compiles.
+
+    ``state`` continues a run instead of starting one: a state with a leading seed axis after
+    ``start`` updates, as yielded here or restored by :mod:`purerl.checkpoint` (``keys`` and
+    ``hparams`` are then unused: the state holds its keys and hyperparameters; ``start``
+    defaults to the state's update counter and must equal it). A run continued from the state
+    it had after ``start`` updates yields what the uninterrupted run yields from there, bitwise:
+    the chunk boundaries are the multiples of the chunk length (a continuation that starts
+    between two runs a shorter chunk first), and the result does not depend on them anyway.
+    ``align``: chunk boundaries also fall on every multiple of ``align`` (the updates after
+    which a checkpoint is wanted).
     """
-    chunk = even_chunk(agent.num_updates, chunk)
-    state = _vmapped_init(agent, hparams is not None)(keys, hparams)
-    done = 0
+    if align is not None and align < 1:
+        raise ValueError(f"align must be >= 1, got {align}")
+    chunk = even_chunk(agent.num_updates, chunk, align)
+    if state is None:
+        if keys is None:
+            raise ValueError("run_chunked needs keys, or a state to continue from")
+        if start not in (None, 0):
+            raise ValueError(f"start={start} needs the state after {start} updates (state=...)")
+        state, done = _vmapped_init(agent, hparams is not None)(keys, hparams), 0
+    else:
+        done = int(jax.device_get(state.run.update_step).reshape(-1)[0])
+        if start is not None and start != done:
+            raise ValueError(f"start={start} but the state has done {done} updates")
+        if not 0 <= done <= agent.num_updates:
+            raise ValueError(f"the state has done {done} updates, outside this agent's "
+                             f"0..{agent.num_updates}")
     while done < agent.num_updates:
-        length = min(chunk, agent.num_updates - done)
+        length = min(chunk - done % chunk, agent.num_updates - done)
+        if align is not None:
+            length = min(length, align - done % align)
         axes = seed_axes(state)
         leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
         run = _vmapped_updates(agent, treedef, tuple(leaves))

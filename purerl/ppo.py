@@ -29,8 +29,8 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, rollout
-from purerl.config import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutConfig, choice, hparam,
-                           redefault, static)
+from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+                           RolloutConfig, choice, hparam, redefault, static)
 from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic, torso_for
 from purerl.normalize import ObsNormalizer
@@ -69,6 +69,9 @@ class Config(RolloutConfig):
     def validate(self) -> None:
         self.check_divides("num_minibatches", self.steps_per_update, "num_envs * num_steps")
         super().validate()
+
+    def budget_schedules(self) -> tuple[str, ...]:
+        return (ANNEAL_LR_SCHEDULE,) if self.anneal_lr else ()
 
 
 @struct.dataclass

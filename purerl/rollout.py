@@ -180,6 +180,15 @@ def evaluate(env: envs.Env, act: Callable[[jax.Array], jax.Array], key: jax.Arra
     """Mean undiscounted return of ``num_episodes`` parallel episodes under ``act(obs)``
     (typically the deterministic policy). Runs until every episode has ended or the
     environment's time limit."""
+    return episode_returns(env, act, key, num_episodes).mean()
+
+
+def episode_returns(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array,
+                    num_episodes: int, stochastic: bool = False) -> jax.Array:
+    """The undiscounted return of each of ``num_episodes`` parallel episodes (what
+    :func:`evaluate` averages) under ``act(obs)``, or under ``act(obs, key)`` with
+    ``stochastic`` (a sampling policy; its key at each step is folded from that step's
+    environment key, so the environments' randomness is the same either way)."""
     max_steps = env.spec.max_episode_steps
     reset_key, key = jax.random.split(key)
     state = env.reset(reset_key, num_episodes)
@@ -196,11 +205,13 @@ def evaluate(env: envs.Env, act: Callable[[jax.Array], jax.Array], key: jax.Arra
 
     def body(c: Carry):
         key, step_key = jax.random.split(c.key)
-        state, tr = env.step(step_key, c.state, act(c.state.obs))
+        action = (act(c.state.obs, jax.random.fold_in(step_key, 1)) if stochastic
+                  else act(c.state.obs))
+        state, tr = env.step(step_key, c.state, action)
         returns = c.returns + jnp.where(c.active, tr.reward, 0.0)
         active = c.active & ~(tr.terminated | tr.truncated)
         return Carry(state, key, returns, active, c.t + 1)
 
     init = Carry(state, key, jnp.zeros(num_episodes, jnp.float32), jnp.ones(num_episodes, bool),
                  jnp.asarray(0))
-    return jax.lax.while_loop(cond, body, init).returns.mean()
+    return jax.lax.while_loop(cond, body, init).returns

@@ -1,4 +1,27 @@
 import os
+import shutil
+import tempfile
+
+import jax
 
 # Tests run on the CPU; keep XLA from grabbing every core for its thread pools' warm-up.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+_CACHE_ENV = "PURERL_TEST_XLA_CACHE"
+
+
+def pytest_configure(config):
+    # Many tests build the same small program (a trainer's small config, vmapped over two seeds)
+    # in different files. A compilation cache made for this run and shared by its xdist workers
+    # (they inherit the variable) compiles each once; a hit loads the same executable, so
+    # results are unchanged.
+    if _CACHE_ENV not in os.environ:
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="purerl-tests-xla-")
+        config._purerl_cache_owner = True
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_purerl_cache_owner", False):
+        shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)

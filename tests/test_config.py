@@ -138,9 +138,12 @@ X64_SCRIPT = textwrap.dedent("""
         print("counted", algo)
 """)
 
-# two halves, each one subprocess (JAX reads JAX_ENABLE_X64 when it starts); the counters past
-# 2^31 for a fixed-rollout, a whole-episode and a replay trainer
-X64_GROUPS = {"on-policy": (ALGOS[:6], ["ppo", "reinforce"]), "off-policy": (ALGOS[6:], ["dqn"])}
+# two halves, each one subprocess (JAX reads JAX_ENABLE_X64 when it starts), training one
+# trainer of each code path: whole-episode (REINFORCE), fixed rollouts (PPO, TRPO, A3C with the
+# A2C worker), replay (DQN, TD3 with the DPG core of DDPG, SAC); the counters past 2^31 for a
+# fixed-rollout, a whole-episode and a replay trainer
+X64_GROUPS = {"on-policy": (["reinforce", "a3c", "ppo", "trpo"], ["ppo", "reinforce"]),
+              "off-policy": (["dqn", "td3", "sac"], ["dqn"])}
 
 
 @pytest.mark.parametrize("group", list(X64_GROUPS))

@@ -12,6 +12,8 @@ EXPECTED = {
     "ppo.ipynb": ["final deterministic return over 8 seeds", "greedy actions:", "V(s):"]
     + ["lr="] * 4,
     "policy_gradient.ipynb": ["final return"] * 10 + ["A3C staleness per update"],
+    "off_policy.ipynb": ["final return"] * 5 + ["greedy actions:", "deterministic actions:"]
+    + ["tau="] * 3,
 }
 
 

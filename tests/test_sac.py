@@ -306,7 +306,7 @@ def test_sac_learns_pendulum_within_15k_steps():
 @pytest.mark.slow
 def test_value_network_variant_learns_pendulum_within_15k_steps():
     final = final_seed_evals(sac, dict(value_network=True, total_timesteps=15_000,
-                                       eval_every=15_000))
+                                       eval_every=15_000), seeds=2)  # -167, -143
     assert final.mean() >= -250, final
 
 
