@@ -107,10 +107,6 @@ def _num_seeds(state: Any) -> int:
     return int(shape[0])
 
 
-def _updates_done(state: Any) -> int:
-    return int(np.asarray(jax.device_get(state.run.update_step)).reshape(-1)[0])
-
-
 def _target(agent: loop.Agent, num_seeds: int) -> Any:
     """The abstract state (``jax.ShapeDtypeStruct`` leaves) of ``num_seeds`` vmapped inits."""
     keys = jax.random.split(jax.random.key(0), num_seeds)
@@ -153,7 +149,7 @@ def save(run_dir: str | os.PathLike, config: Any, state: Any,
 
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    num_seeds, done = _num_seeds(state), _updates_done(state)
+    num_seeds, done = _num_seeds(state), loop.updates_done(state)
     metrics = {k: np.asarray(jax.device_get(v)) for k, v in (metrics or {}).items()}
     for name, value in metrics.items():
         if value.shape[:2] != (num_seeds, done):

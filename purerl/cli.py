@@ -101,7 +101,7 @@ def train(agent: loop.Agent, keys: jax.Array | None, chunk: int, *, state: Any =
     metrics of the chunks so far)."""
     chunks: list[Metrics] = []
     postfix: dict[str, str] = {}
-    start = 0 if state is None else checkpoint._updates_done(state)
+    start = 0 if state is None else loop.updates_done(state)
     with tqdm(total=agent.num_updates, initial=start, unit="update", disable=None,
               dynamic_ncols=True) as bar:
         for done, state, metrics in loop.run_chunked(agent, keys, chunk=chunk, state=state,

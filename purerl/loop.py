@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 Metrics = dict[str, jax.Array]
@@ -203,6 +204,12 @@ def unbatch(state: Any, axes: Any) -> Any:
                         is_leaf=lambda a: a is None)
 
 
+def updates_done(state: Any) -> int:
+    """The number of updates a train state (batched over seeds or not) has done: its
+    ``run.update_step``, the same for every seed."""
+    return int(np.ravel(jax.device_get(state.run.update_step))[0])
+
+
 def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any] | None = None,
                 chunk: int = 10, *, state: Any = None, start: int | None = None,
                 align: int | None = None) -> Iterator[tuple[int, Any, Metrics]]:
@@ -234,7 +241,7 @@ def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any]
             raise ValueError(f"start={start} needs the state after {start} updates (state=...)")
         state, done = _vmapped_init(agent, hparams is not None)(keys, hparams), 0
     else:
-        done = int(jax.device_get(state.run.update_step).reshape(-1)[0])
+        done = updates_done(state)
         if start is not None and start != done:
             raise ValueError(f"start={start} but the state has done {done} updates")
         if not 0 <= done <= agent.num_updates:
