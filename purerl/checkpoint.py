@@ -33,7 +33,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,9 @@ import numpy as np
 
 import purerl
 from purerl import loop
+
+if TYPE_CHECKING:
+    from purerl import rollout
 
 __all__ = ["CHECKPOINTS", "METADATA", "CheckpointError", "LoadedRun", "checkpoints",
            "find", "fingerprint", "latest", "load", "restore", "save"]
@@ -420,6 +423,21 @@ class LoadedRun:
                 jax.vmap(lambda s, obs, key: act(s, obs, key, deterministic)))
         return self._compiled["all", deterministic]
 
+    def _eval_keys(self, episodes: int | None, key: jax.Array | None) -> tuple[int, jax.Array]:
+        episodes = self.config.eval_episodes if episodes is None else int(episodes)
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        if key is None:
+            return episodes, jax.vmap(lambda k: jax.random.fold_in(k, _EVAL_KEY))(
+                self.state.run.key)
+        return episodes, jax.random.split(key, self.num_seeds)
+
+    def _act_fn(self, state: Any, deterministic: bool) -> Callable[..., jax.Array]:
+        act = self.agent.act
+        if deterministic:
+            return lambda obs: act(state, obs)
+        return lambda obs, k: act(state, obs, k, False)
+
     def evaluate(self, episodes: int | None = None, key: jax.Array | None = None,
                  deterministic: bool = True) -> np.ndarray:
         """The return of each of ``episodes`` episodes (default: the config's ``eval_episodes``)
@@ -429,22 +447,34 @@ class LoadedRun:
         final ``eval_return``; with one, seed ``i`` uses ``jax.random.split(key, seeds)[i]``."""
         from purerl import envs, rollout
 
-        episodes = self.config.eval_episodes if episodes is None else int(episodes)
-        if episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {episodes}")
-        if key is None:
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, _EVAL_KEY))(self.state.run.key)
-        else:
-            keys = jax.random.split(key, self.num_seeds)
-        env, act = envs.make(self.config.env), self.agent.act
+        episodes, keys = self._eval_keys(episodes, key)
+        env = envs.make(self.config.env)
 
         def one(state, key):
-            if deterministic:
-                return rollout.episode_returns(env, lambda obs: act(state, obs), key, episodes)
-            return rollout.episode_returns(env, lambda obs, k: act(state, obs, k, False), key,
-                                           episodes, stochastic=True)
+            return rollout.episode_returns(env, self._act_fn(state, deterministic), key,
+                                           episodes, stochastic=not deterministic)
 
         return np.asarray(purerl.jit(jax.vmap(one))(self.state, keys))
+
+    def record_episode(self, seed: int = 0, episodes: int | None = None,
+                       key: jax.Array | None = None, deterministic: bool = True
+                       ) -> rollout.Recording:
+        """The first episode :meth:`evaluate` runs for seed ``seed`` with the same arguments,
+        recorded step by step (:func:`purerl.rollout.record_episode`, as numpy arrays): its
+        ``reward[active]`` sums to ``evaluate(...)[seed, 0]``."""
+        from purerl import envs, rollout
+
+        if not -self.num_seeds <= seed < self.num_seeds:
+            raise ValueError(f"seed={seed} is not one of the run's {self.num_seeds} seeds")
+        episodes, keys = self._eval_keys(episodes, key)
+        env = envs.make(self.config.env)
+
+        def one(state, key):
+            return rollout.record_episode(env, self._act_fn(state, deterministic), key,
+                                          episodes, stochastic=not deterministic)
+
+        seed %= self.num_seeds
+        return jax.device_get(purerl.jit(one)(self.seed_state(seed), keys[seed]))
 
 
 def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = None,

@@ -4,8 +4,10 @@ RUN_DIR`` and ``purerl list``.
 ``train`` runs ``--seeds`` vmapped seeds in compiled chunks with a progress bar, saves
 checkpoints (:mod:`purerl.checkpoint`) every ``--checkpoint-every`` updates and after the last,
 then writes ``config.json``, ``metrics.json``, ``metrics.csv``, ``learning_curve.png`` and
-``summary.txt`` to ``<out>/<name>/`` and prints the summary table. ``resume`` continues a run
-from its newest checkpoint and rewrites those files; ``eval`` runs episodes of a saved policy.
+``summary.txt`` to ``<out>/<name>/`` and prints the summary table; ``--log`` also logs every
+chunk to TensorBoard or wandb (:mod:`purerl.loggers`). ``resume`` continues a run from its
+newest checkpoint and rewrites those files; ``eval`` runs episodes of a saved policy and with
+``--gif`` draws one (:mod:`purerl.render`).
 Bad input (unknown algorithm, environment or config key, unparsable or invalid value, a missing,
 corrupt or mismatched checkpoint) prints one ``purerl: error: ...`` line and exits 2.
 """
@@ -28,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 import purerl
-from purerl import checkpoint, loop
+from purerl import checkpoint, loggers, loop
 
 Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
 
@@ -275,14 +277,24 @@ def _fail(message: str) -> int:
 
 
 # keys of config.json besides the config's fields: the run's options
-RUN_KEYS = ("algo", "seeds", "seed", "preset", "chunk", "checkpoint_every", "keep")
+RUN_KEYS = ("algo", "seeds", "seed", "preset", "chunk", "checkpoint_every", "keep", "log",
+            "wandb_id")
 
 
 def _write_config(run_dir: Path, algo: str, config: Any, seeds: int, seed: int | None,
-                  preset: str | None, chunk: int | None, every: int | None, keep: int) -> None:
+                  preset: str | None, chunk: int | None, every: int | None, keep: int,
+                  log: Sequence[str] = (), wandb_id: str | None = None) -> None:
     write_json(run_dir / "config.json",
                {**config.to_dict(), "algo": algo, "seeds": seeds, "seed": seed,
-                "preset": preset, "chunk": chunk, "checkpoint_every": every, "keep": keep})
+                "preset": preset, "chunk": chunk, "checkpoint_every": every, "keep": keep,
+                "log": list(log), "wandb_id": wandb_id})
+
+
+def _log_kinds(requested: Sequence[str] | None, saved: Sequence[str] = ()) -> list[str]:
+    """The loggers of ``--log`` (``none`` turns them off; not given: ``saved``), checked."""
+    kinds = list(saved) if requested is None else [k for k in requested if k != "none"]
+    loggers.check(kinds)
+    return list(dict.fromkeys(kinds))
 
 
 def _chunk_length(agent: loop.Agent, chunk: int | None, every: int | None) -> int:
@@ -294,15 +306,20 @@ def _chunk_length(agent: loop.Agent, chunk: int | None, every: int | None) -> in
 
 def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *,
                      keys: jax.Array | None = None, resumed: Any = None, seeds: int,
-                     seed: int | None, chunk: int, every: int | None, keep: int) -> int:
+                     seed: int | None, chunk: int, every: int | None, keep: int,
+                     log: Sequence[str] = ()) -> int:
     """Train (from ``keys``, or on from the restored run ``resumed``) with a checkpoint every
-    ``every`` updates and after the last, then write the metrics (the restored ones followed by
-    the new), the learning curve and the summary."""
+    ``every`` updates and after the last, logging every chunk to the ``log`` loggers
+    (:mod:`purerl.loggers`), then write the metrics (the restored ones followed by the new),
+    the learning curve and the summary."""
     old = resumed.metrics if resumed is not None else {}
     wall_before = float(resumed.metadata["extra"].get("wall_s", 0.0)) if resumed else 0.0
+    sinks = _open_loggers(log, run_dir, seeds, resumed)
     start = time.perf_counter()
 
-    def save(done: int, state: Any, chunks: list[Metrics]) -> None:
+    def after_chunk(done: int, state: Any, chunks: list[Metrics]) -> None:
+        for sink in sinks:
+            sink.write(chunks[-1], done - chunks[-1]["env_steps"].shape[1])
         if done == agent.num_updates or (every and done % every == 0):
             wall = wall_before + time.perf_counter() - start
             checkpoint.save(run_dir, config, state, _concat([old, *chunks]), seed=seed,
@@ -310,13 +327,16 @@ def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *
 
     try:
         new = train(agent, keys, chunk, state=None if resumed is None else resumed.state,
-                    align=every, on_chunk=save)
+                    align=every, on_chunk=after_chunk)
     except KeyboardInterrupt:
         newest = checkpoint.latest(run_dir)
         if newest is not None:
             print(f"purerl: the newest checkpoint is {newest} ({newest.name} updates); continue "
                   f"with 'purerl resume {run_dir}'", file=sys.stderr)
         raise
+    finally:
+        for sink in sinks:
+            sink.close()
     wall_s = wall_before + time.perf_counter() - start
     metrics = _concat([old, new])
 
@@ -331,6 +351,24 @@ def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *
     return 0
 
 
+def _open_loggers(kinds: Sequence[str], run_dir: Path, seeds: int, resumed: Any
+                  ) -> list[loggers.Logger]:
+    """The run's loggers; a resumed run continues its wandb run (the id in config.json) and
+    purges what TensorBoard holds past the checkpoint. A new wandb id goes into config.json."""
+    if not kinds:
+        return []
+    saved = _read_run_config(run_dir) or {}
+    purge = None
+    if resumed is not None:
+        purge = int(np.asarray(resumed.state.run.env_steps).reshape(-1)[0]) + 1
+    sinks = loggers.make(kinds, run_dir, seeds, saved, wandb_id=saved.get("wandb_id"),
+                         purge_step=purge)
+    for sink in sinks:
+        if isinstance(sink, loggers.WandbLogger) and sink.id != saved.get("wandb_id"):
+            write_json(run_dir / "config.json", {**saved, "wandb_id": sink.id})
+    return sinks
+
+
 def _checkpoint_note(every: int | None, keep: int) -> str:
     return (f"a checkpoint every {every} updates and after the last" if every
             else "a checkpoint after the last update") + f" (keeping the newest {keep})"
@@ -338,11 +376,12 @@ def _checkpoint_note(every: int | None, keep: int) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
+        log = _log_kinds(args.log)
         config, agent, run_dir, preset = _setup(args)
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
     _write_config(run_dir, args.algo, config, args.seeds, args.seed, preset, args.chunk,
-                  args.checkpoint_every, args.keep)
+                  args.checkpoint_every, args.keep, log)
     chunk = _chunk_length(agent, args.chunk, args.checkpoint_every)
     print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
           f"updates, {chunk} per compiled call, "
@@ -350,7 +389,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _train_and_write(args.algo, config, agent, run_dir,
                             keys=jax.random.split(jax.random.key(args.seed), args.seeds),
                             seeds=args.seeds, seed=args.seed, chunk=chunk,
-                            every=args.checkpoint_every, keep=args.keep)
+                            every=args.checkpoint_every, keep=args.keep, log=log)
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
@@ -404,6 +443,7 @@ def _plan_resume(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 def cmd_resume(args: argparse.Namespace) -> int:
     try:
         run, saved = _plan_resume(args)
+        log = _log_kinds(args.log, saved.get("log") or ())
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         return _fail(str(e))
     config, agent, run_dir = run.config, run.agent, run.run_dir
@@ -415,7 +455,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     keep = args.keep or saved.get("keep") or 3
     chunk_arg = args.chunk or saved.get("chunk")
     _write_config(run_dir, run.algo, config, run.num_seeds, run.seed, saved.get("preset"),
-                  chunk_arg, every, keep)
+                  chunk_arg, every, keep, log, saved.get("wandb_id"))
     chunk = _chunk_length(agent, chunk_arg, every)
     extended = config.total_timesteps != run.metadata["config"]["total_timesteps"]
     print(f"resuming {run.algo} on {config.env} from {run.path}: {run.num_seeds} seed(s) at "
@@ -423,12 +463,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
           + (f" (budget changed to total_timesteps={config.total_timesteps})" if extended else "")
           + f", {chunk} per compiled call, {_checkpoint_note(every, keep)}", file=sys.stderr)
     return _train_and_write(run.algo, config, agent, run_dir, resumed=run, seeds=run.num_seeds,
-                            seed=run.seed, chunk=chunk, every=every, keep=keep)
+                            seed=run.seed, chunk=chunk, every=every, keep=keep, log=log)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from purerl import render
+
     try:
         run = checkpoint.load(args.run_dir)
+        if args.gif is not None:
+            render.check_renderable(run.config.env)
+            if not -run.num_seeds <= args.gif_seed < run.num_seeds:
+                raise ValueError(f"--gif-seed {args.gif_seed} is not one of the run's "
+                                 f"{run.num_seeds} seeds")
+            if not Path(args.gif).resolve().parent.is_dir():
+                raise ValueError(f"--gif {args.gif}: no directory {Path(args.gif).parent}")
     except (ValueError, OSError) as e:
         return _fail(str(e))
     key = None if args.seed is None else jax.random.key(args.seed)
@@ -445,6 +494,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows.append(("all", f"{means.mean():.4g} ± {means.std():.4g} (mean ± std of the seeds' "
                         "means)"))
     print(format_table(rows, header=("seed", "return (mean ± std)")))
+    if args.gif is not None:
+        recording = run.record_episode(args.gif_seed, args.episodes, key, not args.stochastic)
+        from purerl import envs
+
+        frames = render.save_gif(envs.make(run.config.env), recording, args.gif)
+        print(f"{args.gif}: seed {args.gif_seed}'s first episode, {frames} steps, return "
+              f"{returns[args.gif_seed, 0]:.4g}")
     return 0
 
 
@@ -520,6 +576,12 @@ def _checkpoint_flags(parser: argparse.ArgumentParser, resume: bool = False) -> 
     parser.add_argument("--keep", type=_positive_int, default=None if resume else 3,
                         metavar="K", help="keep the newest K checkpoints (default: "
                         + ("the run's)" if resume else "3)"))
+    parser.add_argument(
+        "--log", action="append", choices=(*loggers.KINDS, "none"), default=None if resume
+        else [], help="also log every chunk's metrics to TensorBoard (RUN_DIR/tensorboard, "
+        "pip install 'purerl[tensorboard]') or Weights & Biases (pip install 'purerl[wandb]'; "
+        "WANDB_MODE=offline works without a network); repeat for both"
+        + ("; default: the run's loggers, 'none' turns them off" if resume else ""))
 
 
 def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
@@ -583,6 +645,11 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
                    help="sample actions from the policy instead of its deterministic action")
     e.add_argument("--seed", type=int,
                    help="random seed of the episodes (default: the trainer's evaluation keys)")
+    e.add_argument("--gif", metavar="PATH",
+                   help="also render the first episode of one seed (--gif-seed) as an animated "
+                        "GIF with gymnax's visualiser (classic control, Catch, MinAtar)")
+    e.add_argument("--gif-seed", type=int, default=0, metavar="I",
+                   help="the seed whose episode --gif renders (default: 0)")
     e.set_defaults(func=cmd_eval)
 
     ls = commands.add_parser("list", help="list algorithms and environments, or one algorithm's "

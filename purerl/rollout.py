@@ -183,6 +183,37 @@ def evaluate(env: envs.Env, act: Callable[[jax.Array], jax.Array], key: jax.Arra
     return episode_returns(env, act, key, num_episodes).mean()
 
 
+class _EvalCarry(NamedTuple):
+    state: envs.EnvState
+    key: jax.Array
+    returns: jax.Array
+    active: jax.Array  # the episode has not ended yet
+    t: jax.Array
+
+
+def _evaluation(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array, num_episodes: int,
+                stochastic: bool
+                ) -> tuple[_EvalCarry, Callable[[_EvalCarry], tuple[_EvalCarry, jax.Array]]]:
+    """The initial carry and the step ``carry -> (carry, rewards of the step)`` of
+    :func:`episode_returns`' loop (shared with :func:`record_episode`, so a recorded episode
+    is exactly an evaluated one)."""
+    reset_key, key = jax.random.split(key)
+    state = env.reset(reset_key, num_episodes)
+
+    def body(c: _EvalCarry) -> tuple[_EvalCarry, jax.Array]:
+        key, step_key = jax.random.split(c.key)
+        action = (act(c.state.obs, jax.random.fold_in(step_key, 1)) if stochastic
+                  else act(c.state.obs))
+        state, tr = env.step(step_key, c.state, action)
+        returns = c.returns + jnp.where(c.active, tr.reward, 0.0)
+        active = c.active & ~(tr.terminated | tr.truncated)
+        return _EvalCarry(state, key, returns, active, c.t + 1), tr.reward
+
+    init = _EvalCarry(state, key, jnp.zeros(num_episodes, jnp.float32),
+                      jnp.ones(num_episodes, bool), jnp.asarray(0))
+    return init, body
+
+
 def episode_returns(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array,
                     num_episodes: int, stochastic: bool = False) -> jax.Array:
     """The undiscounted return of each of ``num_episodes`` parallel episodes (what
@@ -190,28 +221,33 @@ def episode_returns(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array
     ``stochastic`` (a sampling policy; its key at each step is folded from that step's
     environment key, so the environments' randomness is the same either way)."""
     max_steps = env.spec.max_episode_steps
-    reset_key, key = jax.random.split(key)
-    state = env.reset(reset_key, num_episodes)
+    init, body = _evaluation(env, act, key, num_episodes, stochastic)
 
-    class Carry(NamedTuple):
-        state: Any
-        key: jax.Array
-        returns: jax.Array
-        active: jax.Array
-        t: jax.Array
-
-    def cond(c: Carry):
+    def cond(c: _EvalCarry):
         return jnp.logical_and(c.t < max_steps, jnp.any(c.active))
 
-    def body(c: Carry):
-        key, step_key = jax.random.split(c.key)
-        action = (act(c.state.obs, jax.random.fold_in(step_key, 1)) if stochastic
-                  else act(c.state.obs))
-        state, tr = env.step(step_key, c.state, action)
-        returns = c.returns + jnp.where(c.active, tr.reward, 0.0)
-        active = c.active & ~(tr.terminated | tr.truncated)
-        return Carry(state, key, returns, active, c.t + 1)
+    return jax.lax.while_loop(cond, lambda c: body(c)[0], init).returns
 
-    init = Carry(state, key, jnp.zeros(num_episodes, jnp.float32), jnp.ones(num_episodes, bool),
-                 jnp.asarray(0))
-    return jax.lax.while_loop(cond, body, init).returns
+
+class Recording(NamedTuple):
+    """One episode, step by step (leading axis: the environment's time limit)."""
+
+    env_state: Any  # the environment's own state before each step (what gymnax renders)
+    reward: jax.Array  # the reward of each step
+    active: jax.Array  # the step belongs to the episode (False after it ended)
+
+
+def record_episode(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array,
+                   num_episodes: int = 1, index: int = 0, stochastic: bool = False
+                   ) -> Recording:
+    """Episode ``index`` of :func:`episode_returns` with the same arguments, recorded: the
+    rewards of the ``active`` steps sum to ``episode_returns(...)[index]``. Runs every step of
+    the time limit (a ``lax.scan``) since the recording has a fixed length."""
+    init, body = _evaluation(env, act, key, num_episodes, stochastic)
+
+    def step(c: _EvalCarry, _) -> tuple[_EvalCarry, Recording]:
+        after, reward = body(c)
+        return after, Recording(jax.tree.map(lambda x: x[index], c.state.env_state),
+                                reward[index], c.active[index])
+
+    return jax.lax.scan(step, init, None, env.spec.max_episode_steps)[1]
