@@ -9,7 +9,10 @@ chunk to TensorBoard or wandb (:mod:`purerl.loggers`). ``resume`` continues a ru
 newest checkpoint and rewrites those files; ``eval`` runs episodes of a saved policy and with
 ``--gif`` draws one (:mod:`purerl.render`).
 Bad input (unknown algorithm, environment or config key, unparsable or invalid value, a missing,
-corrupt or mismatched checkpoint) prints one ``purerl: error: ...`` line and exits 2.
+corrupt or mismatched checkpoint, a run too large for the memory, a ``--name`` that is taken or
+not one directory name) prints one ``purerl: error: ...`` line and exits 2, before anything is
+compiled or written. A run whose parameters become non-finite stops after that chunk with one
+line naming the update and exits 3 (its checkpoints are all finite).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tqdm import tqdm
 
 import purerl
 from purerl import checkpoint, loggers, loop
+from purerl import config as config_lib
 
 Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
 
@@ -233,29 +237,28 @@ def format_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = N
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]:
-    """Validate everything before compiling: the config (the environment's preset unless
-    ``--no-preset``, then ``--set`` and ``--total-timesteps`` on top), the agent and the run
-    directory. Returns them with the preset's name (None when none was used)."""
-    from purerl import presets
+    """Validate everything before compiling: ``--seed``, ``--name``, the config (the
+    environment's preset unless ``--no-preset``, then ``--set`` and ``--total-timesteps`` on
+    top; a flag and a ``--set`` of the same field must agree), the agent, its memory estimate
+    for ``--seeds`` seeds (:mod:`purerl.memory`) and the run directory, which must not hold a
+    run yet. Returns them with the preset's name (None when none was used)."""
+    from purerl import memory, presets
 
     module = purerl.get_algorithm(args.algo)
-    env = args.env if args.env is not None else purerl.ALGORITHMS[args.algo][2]
+    config_lib.check_seed(args.seed, "--seed")
+    if args.name is not None:
+        _check_name(args.name)
+    set_values = parse_overrides(args.set, module.Config)
+    env = _agree("--env", args.env, "env", set_values) or purerl.ALGORITHMS[args.algo][2]
+    total = _agree("--total-timesteps", args.total_timesteps, "total_timesteps", set_values)
     preset = None if args.no_preset else presets.lookup(args.algo, env)
-    overrides = {**(preset.overrides if preset else {}), "env": env,
-                 **parse_overrides(args.set, module.Config)}
-    if args.total_timesteps is not None:
-        overrides["total_timesteps"] = args.total_timesteps
+    overrides = {**(preset.overrides if preset else {}), **set_values, "env": env}
+    if total is not None:
+        overrides["total_timesteps"] = total
     config = module.Config.from_dict(overrides)
     agent = module.make_agent(config)
-    env_name = config.env.replace("/", "_")  # playground/<Task> ids: one directory level
-    name = args.name or f"{args.algo}_{env_name}_{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.out) / name
-    newest = checkpoint.latest(run_dir)
-    if newest is not None:  # never mix two runs' checkpoints (resume would pick the wrong one)
-        raise ValueError(f"{run_dir} already holds checkpoints of a run (the newest after "
-                         f"{newest.name} updates); continue it with 'purerl resume {run_dir}', "
-                         f"or train under another --name (or delete "
-                         f"{run_dir / checkpoint.CHECKPOINTS})")
+    memory.check(agent, args.seeds, what=f"{args.algo} on {config.env}", seeds_name="--seeds")
+    run_dir = _new_run_dir(Path(args.out), args.name, args.algo, config.env)
     if args.no_preset:
         print("--no-preset: the defaults of the config", file=sys.stderr)
     elif preset is None:
@@ -269,6 +272,57 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
                  else ""), file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     return config, agent, run_dir, preset.name if preset else None
+
+
+def _agree(flag: str, value: Any, key: str, set_values: dict[str, Any]) -> Any:
+    """``value`` of ``flag`` or else ``--set key=``'s; ValueError if both are given and differ
+    (neither silently wins)."""
+    if value is not None and key in set_values and set_values[key] != value:
+        raise ValueError(f"{flag} {value} and --set {key}={set_values[key]} disagree; give "
+                         "only one of them")
+    return value if value is not None else set_values.get(key)
+
+
+def _check_name(name: str) -> None:
+    """ValueError unless ``name`` is one directory name: ``--out`` says where runs go, and a
+    name with a path in it (``../x``, ``a/b``, ``/tmp/x``) would write elsewhere."""
+    if name in ("", ".", "..") or Path(name).name != name or "\0" in name:
+        raise ValueError(f"--name {name!r} must be a single directory name (no '/', '.' or "
+                         "'..'): the run goes to OUT/NAME; choose OUT with --out")
+
+
+# what a run directory holds once 'purerl train' has used it
+RUN_OUTPUTS = ("config.json", "metrics.json", "metrics.csv", "summary.txt",
+               "learning_curve.png", checkpoint.CHECKPOINTS, "tensorboard", "wandb")
+
+
+def _new_run_dir(out: Path, name: str | None, algo: str, env: str) -> Path:
+    """``out/name``, refused if it holds a run already (runs are never overwritten); without a
+    name ``out/ALGO_ENV_TIMESTAMP``, with ``_2``, ``_3``, ... appended while that is taken."""
+    if name is None:
+        base = f"{algo}_{env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir, n = out / base, 1
+        while _taken(run_dir):
+            n += 1
+            run_dir = out / f"{base}_{n}"
+        return run_dir
+    run_dir = out / name
+    newest = checkpoint.latest(run_dir)
+    if newest is not None:  # never mix two runs' checkpoints (resume would pick the wrong one)
+        raise ValueError(f"{run_dir} already holds checkpoints of a run (the newest after "
+                         f"{newest.name} updates); continue it with 'purerl resume {run_dir}', "
+                         f"or train under another --name (or delete "
+                         f"{run_dir / checkpoint.CHECKPOINTS})")
+    taken = _taken(run_dir)
+    if taken:
+        raise ValueError(f"--name {name}: {run_dir} already holds a run ({', '.join(taken)}); "
+                         "runs are never overwritten: train under another --name or delete it")
+    return run_dir
+
+
+def _taken(run_dir: Path) -> list[str]:
+    """The outputs of an earlier run in ``run_dir`` (empty if none)."""
+    return [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
 
 
 def _fail(message: str) -> int:
@@ -386,10 +440,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
           f"updates, {chunk} per compiled call, "
           f"{_checkpoint_note(args.checkpoint_every, args.keep)} -> {run_dir}", file=sys.stderr)
-    return _train_and_write(args.algo, config, agent, run_dir,
-                            keys=jax.random.split(jax.random.key(args.seed), args.seeds),
-                            seeds=args.seeds, seed=args.seed, chunk=chunk,
-                            every=args.checkpoint_every, keep=args.keep, log=log)
+    try:
+        return _train_and_write(args.algo, config, agent, run_dir,
+                                keys=jax.random.split(jax.random.key(args.seed), args.seeds),
+                                seeds=args.seeds, seed=args.seed, chunk=chunk,
+                                every=args.checkpoint_every, keep=args.keep, log=log)
+    except loop.DivergenceError as e:
+        return _diverged(e, config, run_dir)
+
+
+def _diverged(error: loop.DivergenceError, config: Any, run_dir: Path) -> int:
+    """Report a diverged run in one line (what, the likely fix, the newest checkpoint, which
+    is finite: run_chunked never yields a non-finite state to be saved); exit code 3."""
+    fields = config.field_names()
+    lrs = [f"{n}={getattr(config, n):g}" for n in ("lr", "actor_lr", "critic_lr", "vf_lr",
+                                                    "alpha_lr") if n in fields]
+    fixes = [f"lower the learning rate ({', '.join(lrs)})"] if lrs else []
+    if "max_grad_norm" in fields:
+        fixes.append(f"clip gradients harder (max_grad_norm={config.max_grad_norm:g})")
+    if not config.normalize_obs:
+        fixes.append("normalise observations (--set normalize_obs=true)")
+    fix = ", ".join(fixes[:-1]) + (" or " if len(fixes) > 1 else "") + fixes[-1]
+    newest = checkpoint.latest(run_dir)
+    kept = (f"the newest checkpoint {newest} (after update {newest.name}) is finite"
+            if newest is not None else "no checkpoint was saved before it")
+    print(f"purerl: error: {error.what}; likely fix: {fix}; {kept}", file=sys.stderr)
+    return 3
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
@@ -462,14 +538,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
           f"update {run.updates_done} of {agent.num_updates}"
           + (f" (budget changed to total_timesteps={config.total_timesteps})" if extended else "")
           + f", {chunk} per compiled call, {_checkpoint_note(every, keep)}", file=sys.stderr)
-    return _train_and_write(run.algo, config, agent, run_dir, resumed=run, seeds=run.num_seeds,
-                            seed=run.seed, chunk=chunk, every=every, keep=keep, log=log)
+    try:
+        return _train_and_write(run.algo, config, agent, run_dir, resumed=run,
+                                seeds=run.num_seeds, seed=run.seed, chunk=chunk, every=every,
+                                keep=keep, log=log)
+    except loop.DivergenceError as e:
+        return _diverged(e, config, run_dir)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from purerl import render
 
     try:
+        if args.seed is not None:
+            config_lib.check_seed(args.seed, "--seed")
         run = checkpoint.load(args.run_dir)
         if args.gif is not None:
             render.check_renderable(run.config.env)
@@ -663,8 +745,9 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 success, 2 bad input, 130 interrupted). Errors
-    found by argparse itself (bad flags, ``--seeds 0``) raise ``SystemExit(2)`` instead."""
+    """Entry point; returns the exit code (0 success, 2 bad input, 3 training diverged, 130
+    interrupted). Errors found by argparse itself (bad flags, ``--seeds 0``) raise
+    ``SystemExit(2)`` instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     wants_help = len(argv) > 2 and argv[0] == "train" and {"-h", "--help"} & set(argv)
     help_algo = argv[1] if wants_help and argv[1] in purerl.ALGORITHMS else None

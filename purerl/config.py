@@ -12,9 +12,14 @@ Every trainer's ``Config`` subclasses :class:`BaseConfig`. Fields come in two ki
 Each field names a :class:`Check` (written once per kind of value: :data:`POSITIVE`,
 :data:`UNIT_INTERVAL`, ...) and a help string (``purerl list ALGO`` prints them). Types come from
 the annotations, resolved with :func:`typing.get_type_hints`. Every numeric value must be
-finite. Errors a user can make (unknown key, wrong type, out-of-range or non-finite value) are a
-one-line ``ValueError`` naming the field, raised when the config is built -- never from inside a
-jitted function.
+finite. Errors a user can make (unknown key, wrong type, out-of-range or non-finite value,
+contradictory fields) are a one-line ``ValueError`` naming the field, raised when the config is
+built -- by ``Config(...)``, ``Config.from_dict`` and ``dataclasses.replace`` alike -- never from
+inside a jitted function.
+
+Some edge values are allowed on purpose: ``gamma=1`` (undiscounted returns stay finite because
+every environment's episodes end, by termination or by its time limit), ``ent_coef=0`` and
+``learning_starts=0``.
 """
 
 from __future__ import annotations
@@ -124,6 +129,26 @@ def counter_max() -> int:
     return int(np.iinfo(np.int64 if jax.config.read("jax_enable_x64") else np.int32).max)
 
 
+def seed_range() -> tuple[int, int]:
+    """The integer seeds ``jax.random.key`` takes without aliasing: int32 and uint32 values
+    (-2**31 .. 2**32 - 1; larger ones are silently reduced mod 2**32), or int64 with
+    ``JAX_ENABLE_X64=1`` (beyond it: OverflowError)."""
+    if jax.config.read("jax_enable_x64"):
+        return -2**63, 2**63 - 1
+    return -2**31, 2**32 - 1
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as an int, or a one-line ValueError when ``jax.random.key`` cannot take it."""
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"{what} must be an integer, got {seed!r}")
+    low, high = seed_range()
+    if not low <= seed <= high:
+        hint = "" if high > 2**32 else "; JAX_ENABLE_X64=1 allows 64-bit seeds"
+        raise ValueError(f"{what} {seed} is outside the PRNG's seed range {low}..{high}{hint}")
+    return int(seed)
+
+
 def _type_matches(value: Any, annotation: Any) -> bool:
     """Whether ``value`` is a valid value of the resolved annotation ``annotation``."""
     if annotation is bool:
@@ -177,6 +202,14 @@ class BaseConfig:
     # Former field names -> current ones, for the unknown-key error.
     renamed: ClassVar[Mapping[str, str]] = {}
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "BaseConfig":
+        # Runs before the dataclass __init__ with the same arguments, so Config(lrr=0.1) and
+        # dataclasses.replace(config, lrr=0.1) get from_dict's ValueError naming the closest
+        # key instead of __init__'s TypeError. Pickling and copy.copy call __new__ without
+        # arguments.
+        cls.check_keys(kwargs, positional=len(args))
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         hints = self.field_types()
         for f in dataclasses.fields(self):
@@ -203,11 +236,15 @@ class BaseConfig:
         else:
             bad_type = not _type_matches(value, annotation)
         if bad_type:
+            hint = ""
+            if typing.get_origin(annotation) is tuple and isinstance(value, numbers.Number):
+                hint = f"; use a tuple, e.g. {name}=({value},)"  # hidden_sizes=64
             raise ValueError(f"{self.algo} config field {name!r}: expected "
-                             f"{_type_name(annotation)}, got {value!r} ({type(value).__name__})")
+                             f"{_type_name(annotation)}, got {value!r} ({type(value).__name__})"
+                             f"{hint}")
         if isinstance(value, (numbers.Number, np.ndarray)) and not np.all(np.isfinite(value)):
             raise ValueError(f"{self.algo} config field {name!r}={value!r} must be finite")
-        check: Check | None = meta.get(_CHECK)
+        check = self.check_of(name)
         if check is not None and not check.holds(value):
             raise ValueError(f"{self.algo} config field {name!r}={value!r} {check.why}")
 
@@ -222,6 +259,11 @@ class BaseConfig:
                 f"{self.algo} config field {name!r}={value} exceeds the int64 step counters")
 
     @classmethod
+    def check_of(cls, name: str) -> Check | None:
+        """The check of field ``name`` (subclasses may tighten a field they do not define)."""
+        return cls.__dataclass_fields__[name].metadata.get(_CHECK)
+
+    @classmethod
     @functools.cache
     def field_types(cls) -> dict[str, Any]:
         """Every field's annotation, resolved (``int``, ``tuple[int, ...]``, ...)."""
@@ -234,15 +276,26 @@ class BaseConfig:
     @classmethod
     def from_dict(cls: type[C], d: Mapping[str, Any] | None = None, **overrides: Any) -> C:
         """Build from a mapping, rejecting unknown keys with the closest valid name."""
-        merged = {**(d or {}), **overrides}
+        return cls(**{**(d or {}), **overrides})
+
+    @classmethod
+    def check_keys(cls, keys: Any, positional: int = 0) -> None:
+        """ValueError for an unknown key (naming the closest valid one), more positional values
+        than fields, or a field given both positionally and by name."""
         names = cls.field_names()
-        for key in merged:
+        for key in keys:
             if key not in names:
                 hint = (f" (renamed to {cls.renamed[key]!r})" if key in cls.renamed
-                        else suggest(key, names))
+                        else suggest(str(key), names))
                 raise ValueError(f"unknown {cls.algo} config key {key!r}{hint}; "
                                  f"valid keys: {', '.join(sorted(names))}")
-        return cls(**merged)
+        if positional > len(names):
+            raise ValueError(f"{cls.algo} Config takes at most {len(names)} positional values "
+                             f"(its fields in order), got {positional}; pass fields by name")
+        twice = [k for k in names[:positional] if k in keys]
+        if twice:
+            raise ValueError(f"{cls.algo} config field {twice[0]!r} given both positionally "
+                             "and by name")
 
     @classmethod
     def for_env(cls: type[C], env: str, **overrides: Any) -> C:
@@ -283,7 +336,7 @@ class BaseConfig:
             kind = "traced" if f.metadata.get(_HPARAM) else "static"
             only = f.metadata.get(_ONLY)
             help_text = f.metadata.get(_HELP, "")
-            check = f.metadata.get(_CHECK)
+            check = cls.check_of(f.name)
             if check is not None and check.why:
                 help_text = f"{help_text}; {check.why}" if help_text else check.why
             if only:
@@ -428,11 +481,29 @@ class OffPolicyConfig(BaseConfig):
                                   NON_NEGATIVE)
     num_gradient_steps: int = static(1, "gradient steps per update", POSITIVE)
 
+    @classmethod
+    def check_of(cls, name: str) -> Check | None:
+        # tau = 0 would freeze the target networks at their random initialisation (the critic
+        # would regress onto a fixed random target); tau = 1 is a hard copy
+        if name == "tau":
+            return HALF_OPEN_UNIT_INTERVAL
+        return super().check_of(name)
+
     def validate(self) -> None:
         if self.buffer_size < self.num_envs:
             raise ValueError(f"{self.algo} config field 'buffer_size'={self.buffer_size} must be "
                              f">= num_envs = {self.num_envs} (one update adds num_envs "
                              "transitions)")
+        if self.batch_size > self.buffer_size:
+            raise ValueError(f"{self.algo} config field 'batch_size'={self.batch_size} must be "
+                             f"<= buffer_size = {self.buffer_size} (a batch would repeat "
+                             "transitions); lower batch_size or raise buffer_size")
+        stored = self.num_updates * self.num_envs  # env steps the run takes
+        if self.learning_starts > stored:
+            raise ValueError(f"{self.algo} config field 'learning_starts'={self.learning_starts} "
+                             f"exceeds the run's {stored} env steps (total_timesteps="
+                             f"{self.total_timesteps}): no gradient step would be taken; lower "
+                             "learning_starts or raise total_timesteps")
         self._check_counter("learning_starts", self.learning_starts)
         self._check_counter("num_updates * num_gradient_steps",
                             self.num_updates * self.num_gradient_steps)

@@ -16,6 +16,7 @@ and, with the ``mujoco`` extra installed, MuJoCo Playground's DeepMind Control s
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -90,6 +91,7 @@ def make(name: str, **env_kwargs: Any) -> Env:
         close = difflib.get_close_matches(str(name), ids, n=3, cutoff=0.3)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise ValueError(f"unknown environment id {name!r}{hint}. All ids: {', '.join(ids)}")
+    _check_keywords(name, env_kwargs)
     try:
         env, params = _EXTRA[name](**env_kwargs) if name in _EXTRA else gymnax.make(
             name, **env_kwargs)
@@ -99,6 +101,46 @@ def make(name: str, **env_kwargs: Any) -> Env:
         raise ValueError(f"environment {name!r} does not take the keyword arguments "
                          f"{sorted(env_kwargs)}: {e}") from None
     return Env(env, params, _spec(name, env, params))
+
+
+def keywords(name: str) -> tuple[str, ...] | None:
+    """The keyword arguments :func:`make` passes on for the registered id ``name`` (the
+    environment constructor's parameters), or None when it takes any keyword."""
+    if name in probes.IDS:
+        return ()  # the factory's own defaults (kind, continuous) are not options
+    if name in _EXTRA:  # playground: functools.partial(playground.make, id)
+        target = getattr(playground, "PlaygroundEnv", _EXTRA[name])
+    else:
+        target = type(gymnax.make(name)[0])  # gymnax's factories are the env classes
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the constructor judge
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                          p.KEYWORD_ONLY)
+                 and p.name not in ("self", "task", "name"))
+
+
+def _check_keywords(name: str, env_kwargs: dict[str, Any]) -> None:
+    """ValueError naming the valid keywords (and the closest one) for an unknown keyword."""
+    if not env_kwargs:
+        return
+    valid = keywords(name)
+    if valid is None:
+        return
+    unknown = sorted(set(env_kwargs) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        takes = (f"valid keywords: {', '.join(valid)}" if valid else
+                 "it takes no keyword arguments")
+        # gymnax keeps episode settings in its EnvParams, which make() does not take
+        note = "" if name in _EXTRA else (" (gymnax episode settings such as "
+                                          "max_steps_in_episode are env params, not keywords)")
+        raise ValueError(f"environment {name!r} does not take the keyword argument "
+                         f"{unknown[0]!r}{hint}; {takes}{note}")
 
 
 def make_env(name: str, **env_kwargs: Any) -> tuple[Any, Any, EnvSpec]:
@@ -127,16 +169,19 @@ def reset(env, env_params, key: chex.PRNGKey, num_envs: int) -> EnvState:
     return EnvState(env_state, obs.astype(jnp.float32), zeros, zeros.astype(jnp.int32))
 
 
-def step(env, env_params, key: chex.PRNGKey, state: EnvState, action: jax.Array
-         ) -> tuple[EnvState, Step]:
-    """Step every environment; auto-reset finished ones and report the real next observation."""
+def step(env, env_params, key: chex.PRNGKey, state: EnvState, action: jax.Array,
+         keys: jax.Array | None = None) -> tuple[EnvState, Step]:
+    """Step every environment; auto-reset finished ones and report the real next observation.
+    Environment i steps with ``jax.random.split(key, num_envs)[i]``, or with ``keys[i]`` when
+    ``keys`` is given (a data-parallel device passes its slice of the whole run's split)."""
     num_envs = state.obs.shape[0]
     if jnp.issubdtype(action.dtype, jnp.floating):
         # JAX's default float (float64 under JAX_ENABLE_X64), as gymnax's own states use it
         action = action.astype(jnp.result_type(float))
     obs, env_state, reward, terminated, truncated, info = jax.vmap(
         env.step, in_axes=(0, 0, 0, None))(
-        jax.random.split(key, num_envs), state.env_state, action, env_params)
+        jax.random.split(key, num_envs) if keys is None else keys, state.env_state, action,
+        env_params)
     reward = reward.astype(jnp.float32)
     terminated = terminated.astype(bool)
     truncated = jnp.logical_and(truncated.astype(bool), ~terminated)

@@ -126,7 +126,11 @@ def run_updates(agent: Agent, state: Any, start: jax.Array | int, length: int
 
 
 def make_train_fn(agent: Agent) -> Callable[..., tuple[Any, Metrics]]:
-    """``train(key, hparams=None) -> (state, metrics)``; metrics have a leading update axis."""
+    """``train(key, hparams=None) -> (state, metrics)``; metrics have a leading update axis.
+    ValueError if one seed's train state cannot fit in memory (:mod:`purerl.memory`)."""
+    from purerl import memory
+
+    memory.check(agent, chunked=False, what="one seed of this run")
 
     def train(key: jax.Array, hparams: Mapping[str, Any] | None = None):
         # The barrier keeps XLA from folding the initial state (e.g. default hyperparameters,
@@ -212,7 +216,8 @@ def updates_done(state: Any) -> int:
 
 def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any] | None = None,
                 chunk: int = 10, *, state: Any = None, start: int | None = None,
-                align: int | None = None) -> Iterator[tuple[int, Any, Metrics]]:
+                align: int | None = None, check_finite: bool = True
+                ) -> Iterator[tuple[int, Any, Metrics]]:
     """Train ``len(keys)`` seeds (vmapped), yielding ``(updates_done, state, chunk_metrics)``
     after each compiled call of about ``chunk`` updates (see :func:`even_chunk`).
 
@@ -230,6 +235,12 @@ def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any]
     between two runs a shorter chunk first), and the result does not depend on them anyway.
     ``align``: chunk boundaries also fall on every multiple of ``align`` (the updates after
     which a checkpoint is wanted).
+
+    Divergence watchdog (``check_finite``, on by default): after every chunk the parameters of
+    every seed are checked (one compiled all-finite reduction); non-finite ones raise
+    :class:`DivergenceError` instead of yielding that state, so the last state yielded (and
+    anything the caller saved from it) is finite. A fresh run first checks that its train state
+    fits in memory (:mod:`purerl.memory`).
     """
     if align is not None and align < 1:
         raise ValueError(f"align must be >= 1, got {align}")
@@ -239,6 +250,9 @@ def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any]
             raise ValueError("run_chunked needs keys, or a state to continue from")
         if start not in (None, 0):
             raise ValueError(f"start={start} needs the state after {start} updates (state=...)")
+        from purerl import memory
+
+        memory.check(agent, len(keys), seeds_name="the number of keys")
         state, done = _vmapped_init(agent, hparams is not None)(keys, hparams), 0
     else:
         done = updates_done(state)
@@ -255,8 +269,46 @@ def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any]
         leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
         run = _vmapped_updates(agent, treedef, tuple(leaves))
         state, metrics = run(unbatch(state, axes), jnp.asarray(done, counter_dtype()), length)
+        if check_finite:
+            check_finite_params(state, done + 1, done + length, agent.num_updates)
         done += length
         yield done, state, metrics
+
+
+class DivergenceError(FloatingPointError):
+    """Parameters became non-finite (NaN or inf) during updates ``first..last`` (1-based; the
+    state after update ``first - 1`` was finite) for the seeds ``seeds``."""
+
+    def __init__(self, first: int, last: int, num_updates: int, seeds: list[int]) -> None:
+        self.first, self.last, self.num_updates, self.seeds = first, last, num_updates, seeds
+        when = (f"in update {last}" if first == last else
+                f"during updates {first}-{last} (checked after each compiled chunk; a chunk of "
+                "1 update names the exact one)")
+        shown = ", ".join(map(str, seeds[:8])) + (", ..." if len(seeds) > 8 else "")
+        # what happened, without the advice (the CLI gives advice from the config)
+        self.what = (f"training diverged: the parameters of seed(s) {shown} became non-finite "
+                     f"{when} of {num_updates}")
+        super().__init__(f"{self.what}; lower the learning rate, clip gradients (max_grad_norm) "
+                         "or normalise observations (normalize_obs)")
+
+    def __reduce__(self) -> tuple:  # pickles (e.g. across processes) with its fields
+        return type(self), (self.first, self.last, self.num_updates, self.seeds)
+
+
+@jax.jit
+def _finite_per_seed(params: Any) -> jax.Array:
+    """[seeds] booleans: whether every floating-point leaf of a seed's ``params`` is finite."""
+    flags = [jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+             for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(flags).all(axis=0) if flags else jnp.ones((), bool)
+
+
+def check_finite_params(state: Any, first: int, last: int, num_updates: int) -> None:
+    """DivergenceError unless the parameters (``state.params``, leading seed axis) of every
+    seed are finite after update ``last``; ``first``: the chunk's first update."""
+    finite = np.atleast_1d(jax.device_get(_finite_per_seed(getattr(state, "params", state))))
+    if not finite.all():
+        raise DivergenceError(first, last, num_updates, np.flatnonzero(~finite).tolist())
 
 
 # One compiled init and chunk per agent (and batching pattern), so repeated calls of

@@ -160,8 +160,8 @@ def test_eval_gif_is_the_evaluated_episode(run_dir, tmp_path, capsys):
 
 
 def test_gif_refused_where_gymnax_cannot_draw(run_dir, tmp_path, capsys, monkeypatch):
-    """An environment without a visualiser, a seed the run lacks, a missing directory: one
-    line, exit 2, no file written."""
+    """An environment without a visualiser, a seed the run lacks, a missing directory, a
+    --seed outside the PRNG's range: one line, exit 2, no file written."""
     with pytest.raises(ValueError, match="cannot draw 'DeepSea-bsuite'"):
         render.check_renderable("DeepSea-bsuite")
     for args, message in ((["--gif-seed", "5"], "--gif-seed 5 is not one of the run's 2 seeds"),
@@ -171,6 +171,9 @@ def test_gif_refused_where_gymnax_cannot_draw(run_dir, tmp_path, capsys, monkeyp
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
         assert not gif.exists()
+    assert main(["eval", str(run_dir), "--seed", str(2**70)]) == 2  # no traceback from jax
+    err = capsys.readouterr().err
+    assert "outside the PRNG's seed range" in err and err.count("\n") == 1
 
 
 def test_log_needs_its_package(monkeypatch, tmp_path, capsys):
