@@ -1,0 +1,179 @@
+"""Side-by-side speed of purerl and a peer on the same hyperparameters, same machine, one
+invocation: the only kind of speed claim purerl makes.
+
+    source ../shared/peers/setup.sh        # once: PEER_PY (rejax 0.1.3, gymnax 0.0.9), PEERS_DIR
+    python benchmarks/peers.py ppo-purejaxrl [--seeds 8] [--repeats 3] [--no-record]
+    python benchmarks/peers.py sac-rejax dqn-rejax td3-rejax
+
+Each repeat runs purerl, then the peer, each in a fresh process (``--worker`` below for purerl,
+``../shared/peers/*_run.py`` for the peer), alternating so that drifts of the machine's speed
+hit both sides alike. Timed: the run after compilation (``block_until_ready``), N vmapped seeds
+in one compiled program on both sides, evaluation as light on both sides (PureJaxRL and the
+rejax runner evaluate at the end only; purerl runs with ``eval_every=0``: once, after the last
+update). Prints min / median run and compile times of both, the speed-up peer / purerl (of the
+medians) and the final returns, and appends one row per pairing to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEERS = Path(os.environ.get("PEERS_DIR") or HERE.parent.parent / "shared" / "peers")
+
+# purerl's fields for each peer config, field by field (rejax: polyak p is tau = 1 - p,
+# num_epochs is gradient steps per iteration of num_envs env steps, fill_buffer is
+# learning_starts; rejax's MLPs are 64x64)
+PAIRS: dict[str, dict] = {
+    "ppo-purejaxrl": dict(
+        algo="ppo", peer=["purejaxrl_run.py", "{peers}/purejaxrl"], steps=500_000,
+        config=dict(env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4,
+                    num_minibatches=4, lr=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95,
+                    clip_eps=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
+                    activation="tanh", hidden_sizes=(64, 64))),
+    "sac-rejax": dict(
+        algo="sac", peer=["rejax_run.py", "{peers}/rejax-configs/pendulum.yaml", "sac"],
+        steps=10_000,
+        config=dict(env="Pendulum-v1", num_envs=1, buffer_size=10_000, learning_starts=256,
+                    batch_size=256, actor_lr=0.01, critic_lr=0.01, alpha_lr=0.01,
+                    num_gradient_steps=1, gamma=0.99, tau=0.02, activation="swish",
+                    hidden_sizes=(64, 64), normalize_obs=True)),
+    "td3-rejax": dict(
+        algo="td3", peer=["rejax_run.py", "{peers}/rejax-configs/pendulum.yaml", "td3"],
+        steps=10_000,
+        config=dict(env="Pendulum-v1", num_envs=1, buffer_size=10_000, learning_starts=1000,
+                    batch_size=100, actor_lr=1e-3, critic_lr=1e-3, num_gradient_steps=1,
+                    gamma=0.99, tau=0.05, exploration_noise=0.3, policy_noise=0.2,
+                    noise_clip=0.5, policy_delay=2, activation="swish", hidden_sizes=(64, 64),
+                    normalize_obs=True)),
+    "dqn-rejax": dict(
+        algo="dqn", peer=["rejax_run.py", "{peers}/rejax-configs/cartpole.yaml", "dqn"],
+        steps=100_000,
+        config=dict(env="CartPole-v1", num_envs=10, buffer_size=50_000, learning_starts=5000,
+                    batch_size=100, max_grad_norm=10.0, lr=1e-3, anneal_lr=False,
+                    num_gradient_steps=5, tau=0.02, target_update_every=1, epsilon_start=1.0,
+                    epsilon_end=0.05, exploration_fraction=0.5, gamma=0.99, double_dqn=True,
+                    dueling=True, activation="swish", hidden_sizes=(64, 64),
+                    normalize_obs=False)),
+}
+
+HEADER = ("| date | machine | pairing | seeds | env steps / seed | purerl run s (min / median) "
+          "| peer run s (min / median) | speed-up peer / purerl | purerl compile s | peer "
+          "compile s | purerl final | peer final |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+
+
+def worker(algo: str, config: dict, seeds: int) -> dict:
+    """purerl's side, in this (fresh) process: the same JSON line as the peers' runners."""
+    import jax
+    import numpy as np
+
+    import purerl
+
+    module = purerl.get_algorithm(algo)
+    cfg = module.Config.from_dict({**config, "eval_every": 0})
+    train = purerl.jit(jax.vmap(module.make_train(cfg)))
+    keys = jax.random.split(jax.random.key(0), seeds)
+    t0 = time.perf_counter()
+    compiled = train.lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, metrics = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - t0
+    finals = np.asarray(metrics["eval_return"])[:, -1]
+    return {"peer": "purerl", "algo": algo, "env": cfg.env, "seeds": seeds,
+            "steps": cfg.total_timesteps, "compile_s": round(compile_s, 2),
+            "run_s": round(run_s, 2), "final_return_mean": float(finals.mean()),
+            "finals": [round(float(x), 1) for x in finals]}
+
+
+def _last_json(out: str) -> dict:
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON result in the output:\n{out[-2000:]}")
+
+
+def run_purerl(pair: dict, seeds: int, steps: int) -> dict:
+    config = {**pair["config"], "total_timesteps": steps}
+    out = subprocess.run([sys.executable, __file__, "--worker", pair["algo"], json.dumps(config),
+                          str(seeds)], capture_output=True, text=True, check=True).stdout
+    return _last_json(out)
+
+
+def run_peer(pair: dict, seeds: int, steps: int) -> dict:
+    python = os.environ.get("PEER_PY")
+    if not python:
+        raise SystemExit("PEER_PY is not set: source ../shared/peers/setup.sh first")
+    script, *args = [a.format(peers=PEERS) for a in pair["peer"]]
+    out = subprocess.run([python, str(PEERS / script), *args, str(seeds), str(steps)],
+                         capture_output=True, text=True, check=True).stdout
+    return _last_json(out)
+
+
+def _machine() -> str:
+    import platform
+
+    return f"CPU {os.cpu_count()} cores ({platform.machine()})"
+
+
+def compare(name: str, seeds: int, repeats: int, steps: int | None) -> tuple[str, dict]:
+    pair = PAIRS[name]
+    steps = steps or pair["steps"]
+    ours, theirs = [], []
+    for i in range(repeats):
+        ours.append(run_purerl(pair, seeds, steps))
+        theirs.append(run_peer(pair, seeds, steps))
+        print(f"{name} repeat {i + 1}/{repeats}: purerl {ours[-1]['run_s']} s, peer "
+              f"{theirs[-1]['run_s']} s", file=sys.stderr)
+
+    def times(runs, key):
+        xs = [r[key] for r in runs]
+        return min(xs), statistics.median(xs)
+
+    (o_min, o_med), (p_min, p_med) = times(ours, "run_s"), times(theirs, "run_s")
+    o_c, p_c = times(ours, "compile_s")[1], times(theirs, "compile_s")[1]
+    o_ret = statistics.mean(r["final_return_mean"] for r in ours)
+    p_ret = statistics.mean(r["final_return_mean"] for r in theirs)
+    row = (f"| {datetime.date.today()} | {_machine()} | {name} | {seeds} | {steps} | "
+           f"{o_min:.2f} / {o_med:.2f} | {p_min:.2f} / {p_med:.2f} | **{p_med / o_med:.2f}x** | "
+           f"{o_c:.1f} | {p_c:.1f} | {o_ret:.1f} | {p_ret:.1f} |")
+    return row, {"purerl": ours, "peer": theirs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--worker":
+        algo, config, seeds = argv[1], json.loads(argv[2]), int(argv[3])
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        print(json.dumps(worker(algo, config, seeds)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pairs", nargs="+", choices=sorted(PAIRS))
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, help="env steps per seed (default: the pairing's)")
+    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.pairs:
+        row, _ = compare(name, args.seeds, args.repeats, args.steps)
+        print(row)
+        rows.append(row)
+    if not args.no_record:
+        sys.path.insert(0, str(HERE))
+        from results_md import add_rows
+
+        add_rows("Side by side with a peer (benchmarks/peers.py)", HEADER, rows)
+
+
+if __name__ == "__main__":
+    main()
