@@ -477,8 +477,20 @@ class LoadedRun:
         return jax.device_get(purerl.jit(one)(self.seed_state(seed), keys[seed]))
 
 
+def _placed(target: Any, sharding: Any) -> Any:
+    """``target`` with a sharding on every leaf: orbax otherwise restores onto the devices the
+    checkpoint was saved from, and refuses when this process has other devices."""
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    pick = sharding if callable(sharding) else (lambda _: sharding)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=pick(x)),
+                        target)
+
+
 def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = None,
-            total_timesteps: int | None = None) -> LoadedRun:
+            total_timesteps: int | None = None,
+            sharding: jax.sharding.Sharding | Callable[[Any], jax.sharding.Sharding] | None = None
+            ) -> LoadedRun:
     """Restore a checkpoint: ``path`` is a run directory (its newest complete checkpoint) or one
     checkpoint directory (``RUN_DIR/checkpoints/<updates>``).
 
@@ -488,7 +500,11 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
     schedule (:meth:`purerl.config.BaseConfig.budget_schedules`) -- replay buffers are resized
     to the new budget. ``total_timesteps``: shorthand for the saved config with a new budget.
     Continue training with ``loop.run_chunked(run.agent, None, chunk=K, state=run.state)``.
-    Raises :class:`CheckpointError` (one line) for every problem, before reading any array."""
+    ``sharding``: where the state's arrays go (a ``jax.sharding.Sharding``, or a function of a
+    leaf's ``jax.ShapeDtypeStruct`` returning one); default the first device. Checkpoints hold
+    whole arrays, so a state saved sharded over any number of devices restores onto any other
+    (:func:`purerl.distributed.restore`). Raises :class:`CheckpointError` (one line) for every
+    problem, before reading any array."""
     from purerl.config import BaseConfig
 
     ckpt = find(path)
@@ -528,7 +544,8 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
 
     checkpointer = ocp.StandardCheckpointer()
     try:
-        item = checkpointer.restore(ckpt.resolve() / _STATE, {"state": target, "metrics":
+        placed = _placed(target, sharding)
+        item = checkpointer.restore(ckpt.resolve() / _STATE, {"state": placed, "metrics":
                                                               metric_target} if metric_target
                                     else {"state": target})
     except Exception as e:  # orbax raises many kinds; all mean "unreadable"

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 import purerl
-from purerl import checkpoint, loggers, loop
+from purerl import checkpoint, distributed, loggers, loop
 from purerl import config as config_lib
 
 Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
@@ -99,7 +99,8 @@ def parse_overrides(pairs: Sequence[str], config_cls: type) -> dict[str, Any]:
 
 def train(agent: loop.Agent, keys: jax.Array | None, chunk: int, *, state: Any = None,
           align: int | None = None,
-          on_chunk: Callable[[int, Any, list[Metrics]], None] | None = None) -> Metrics:
+          on_chunk: Callable[[int, Any, list[Metrics]], None] | None = None,
+          placement: Any = None) -> Metrics:
     """Run all seeds in chunks of ``chunk`` updates with a progress bar; metrics are
     ``[seeds, updates]`` numpy arrays of the updates run here. ``state``: continue from this
     state (:func:`purerl.loop.run_chunked`); ``align``: chunk boundaries on its multiples;
@@ -110,8 +111,10 @@ def train(agent: loop.Agent, keys: jax.Array | None, chunk: int, *, state: Any =
     start = 0 if state is None else loop.updates_done(state)
     with tqdm(total=agent.num_updates, initial=start, unit="update", disable=None,
               dynamic_ncols=True) as bar:
-        for done, state, metrics in loop.run_chunked(agent, keys, chunk=chunk, state=state,
-                                                     align=align):
+        # placement (purerl.distributed.Placement, --devices): where the chunks run
+        run_chunked = loop.run_chunked if placement is None else placement.run_chunked
+        for done, state, metrics in run_chunked(agent, keys, chunk=chunk, state=state,
+                                                align=align):
             chunks.append({k: np.asarray(v) for k, v in jax.device_get(metrics).items()})
             if on_chunk is not None:
                 on_chunk(done, state, chunks)
@@ -361,7 +364,7 @@ def _chunk_length(agent: loop.Agent, chunk: int | None, every: int | None) -> in
 def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *,
                      keys: jax.Array | None = None, resumed: Any = None, seeds: int,
                      seed: int | None, chunk: int, every: int | None, keep: int,
-                     log: Sequence[str] = ()) -> int:
+                     log: Sequence[str] = (), placement: Any = None) -> int:
     """Train (from ``keys``, or on from the restored run ``resumed``) with a checkpoint every
     ``every`` updates and after the last, logging every chunk to the ``log`` loggers
     (:mod:`purerl.loggers`), then write the metrics (the restored ones followed by the new),
@@ -381,7 +384,7 @@ def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *
 
     try:
         new = train(agent, keys, chunk, state=None if resumed is None else resumed.state,
-                    align=every, on_chunk=after_chunk)
+                    align=every, on_chunk=after_chunk, placement=placement)
     except KeyboardInterrupt:
         newest = checkpoint.latest(run_dir)
         if newest is not None:
@@ -398,7 +401,10 @@ def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *
     write_csv(run_dir / "metrics.csv", metrics)
     plot_learning_curve(run_dir / "learning_curve.png", metrics,
                         f"{algo} on {config.env}: mean and min-max over {seeds} seed(s)")
-    table = format_table(summarize(algo, config, metrics, wall_s))
+    rows = summarize(algo, config, metrics, wall_s)
+    if placement is not None:  # --devices / --data-parallel
+        rows.insert(3, ("devices", placement.describe(config, seeds)))
+    table = format_table(rows)
     (run_dir / "summary.txt").write_text(table + "\n", encoding="utf-8")
     print(table)
     print(f"run directory: {run_dir}")
@@ -431,7 +437,12 @@ def _checkpoint_note(every: int | None, keep: int) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         log = _log_kinds(args.log)
+        devices, data_parallel = getattr(args, "devices", None), getattr(args, "data_parallel",
+                                                                          False)
+        distributed.device_count(devices)  # before _setup makes the run directory
         config, agent, run_dir, preset = _setup(args)
+        placement = distributed.placement(devices, data_parallel, config)
+        agent = placement.agent(config, agent)
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
     _write_config(run_dir, args.algo, config, args.seeds, args.seed, preset, args.chunk,
@@ -440,11 +451,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
           f"updates, {chunk} per compiled call, "
           f"{_checkpoint_note(args.checkpoint_every, args.keep)} -> {run_dir}", file=sys.stderr)
+    if placement.mesh is not None:
+        print(f"devices: {placement.describe(config, args.seeds)}", file=sys.stderr)
     try:
         return _train_and_write(args.algo, config, agent, run_dir,
                                 keys=jax.random.split(jax.random.key(args.seed), args.seeds),
                                 seeds=args.seeds, seed=args.seed, chunk=chunk,
-                                every=args.checkpoint_every, keep=args.keep, log=log)
+                                every=args.checkpoint_every, keep=args.keep, log=log,
+                                placement=placement if placement.mesh is not None else None)
     except loop.DivergenceError as e:
         return _diverged(e, config, run_dir)
 
@@ -694,6 +708,12 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--name", help="run name (default: ALGO_ENV_TIMESTAMP)")
     t.add_argument("--chunk", type=_positive_int,
                    help="updates per compiled call (default: num_updates // 50)")
+    t.add_argument("--devices", metavar="all|N",
+                   help="shard the seeds over N devices (or all; padded where --seeds does not "
+                        "divide); default: one device. README: 'Several devices'")
+    t.add_argument("--data-parallel", action="store_true",
+                   help="split each run's num_envs environments over the devices (--devices, "
+                        "default all), averaging gradients; ppo and dqn")
     _checkpoint_flags(t)
     t.set_defaults(func=cmd_train)
 

@@ -39,6 +39,7 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, replay, rollout
+from purerl.distributed import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, HALF_OPEN_UNIT_INTERVAL, POSITIVE,
                            UNIT_INTERVAL, OffPolicyConfig, choice, hparam, redefault, static)
 from purerl.networks import QNetwork, torso_for
@@ -163,14 +164,18 @@ def td_loss(network: QNetwork, cfg: Config, params: Any, target_params: Any,
 
 def gradient_step(network: QNetwork, cfg: Config, tx: optax.GradientTransformation,
                   buffer: replay.ReplayBuffer, norm: ObsNormalizer, learner: Learner,
-                  key: jax.Array) -> tuple[Learner, dict[str, jax.Array]]:
+                  key: jax.Array, dp: DataParallel = SINGLE
+                  ) -> tuple[Learner, dict[str, jax.Array]]:
     """One Adam step on a sampled minibatch, then the target update if this is a
-    ``target_update_every``-th gradient step."""
-    mb = replay.sample(buffer, key, cfg.batch_size)
+    ``target_update_every``-th gradient step. Data parallel: each device holds its
+    environments' share of the buffer and computes the gradient of its ``1/D`` of the
+    single-device minibatch (:meth:`purerl.distributed.DataParallel.sample_replay`); gradients
+    and losses are averaged over devices."""
+    mb = dp.sample_replay(buffer, key, cfg.batch_size, cfg.num_envs)
     mb = mb._replace(obs=norm(mb.obs), next_obs=norm(mb.next_obs))
-    grads, info = jax.grad(
+    grads, info = dp.mean(jax.grad(
         lambda params: td_loss(network, cfg, params, learner.target_params, mb),
-        has_aux=True)(learner.params)
+        has_aux=True)(learner.params))
     updates, opt_state = tx.update(grads, learner.opt_state, learner.params)
     params = optax.apply_updates(learner.params, updates)
     grad_step = learner.grad_step + 1
@@ -181,7 +186,8 @@ def gradient_step(network: QNetwork, cfg: Config, tx: optax.GradientTransformati
 
 
 def learn(network: QNetwork, cfg: Config, state: TrainState, buffer: replay.ReplayBuffer,
-          norm: ObsNormalizer, key: jax.Array) -> tuple[Learner, loop.Metrics]:
+          norm: ObsNormalizer, key: jax.Array, dp: DataParallel = SINGLE
+          ) -> tuple[Learner, loop.Metrics]:
     """``num_gradient_steps`` gradient steps at the (annealed) learning rate once the buffer
     holds ``learning_starts`` transitions; none before (a ``lax.cond`` on the counter)."""
     lr = cfg.lr
@@ -190,7 +196,7 @@ def learn(network: QNetwork, cfg: Config, state: TrainState, buffer: replay.Repl
     tx = optim.adam(lr, cfg.max_grad_norm)
     learner = Learner(state.params, state.target_params, state.opt_state, state.grad_step)
     learner, metrics = optim.gradient_steps(
-        lambda learner, k: gradient_step(network, cfg, tx, buffer, norm, learner, k),
+        lambda learner, k: gradient_step(network, cfg, tx, buffer, norm, learner, k, dp),
         learner, key, cfg.num_gradient_steps, cfg.learning(state.run.update_step))
     return learner, {**metrics, "lr": jnp.asarray(lr, jnp.float32)}
 
@@ -213,9 +219,17 @@ def max_q_value(network: QNetwork, state: TrainState, obs: jax.Array) -> jax.Arr
     return network.apply(state.params, state.run.obs_norm(obs)).max(-1)
 
 
-def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+def make_agent(config: Config | Mapping[str, Any] | None = None,
+               data_parallel: DataParallel | None = None) -> loop.Agent:
+    """DQN's :class:`purerl.loop.Agent`. ``data_parallel``: the update runs inside
+    ``jax.shard_map`` on this device's share of the ``num_envs`` environments and of the replay
+    buffer (:mod:`purerl.distributed`; ``distributed.data_parallel_train`` builds and runs
+    it)."""
     config = Config.coerce(config)
+    dp = data_parallel or SINGLE
+    dp.check_replay(config)
     env = envs.make(config.env)
+    step_env = dp.env(env)
     spec = env.spec
     if not spec.discrete:
         raise ValueError(f"{config.algo} needs a discrete action space, but {config.env} has "
@@ -246,16 +260,16 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         # --- act and store one step of every environment
         epsilon = cfg.epsilon(state.run.env_steps)
         q_values = network.apply(state.params, state.run.obs_norm(state.run.env_state.obs))
-        action = epsilon_greedy(act_key, q_values, epsilon)
-        env_state, transitions, step = rollout.step_transitions(env, env_key,
+        action = dp.rows(lambda q: epsilon_greedy(act_key, q, epsilon), q_values)
+        env_state, transitions, step = rollout.step_transitions(step_env, env_key,
                                                                 state.run.env_state, action)
         buffer = replay.add(state.buffer, transitions)
-        norm = state.run.obs_norm.update(transitions.obs)
+        norm = state.run.obs_norm.update(transitions.obs, axis_name=dp.axis_name)
 
         # --- learn
-        learner, metrics = learn(network, cfg, state, buffer, norm, learn_key)
+        learner, metrics = learn(network, cfg, state, buffer, norm, learn_key, dp)
 
-        stats = rollout.episode_stats(step)
+        stats = dp.episode_stats(step)
         metrics.update(episode_return=stats.mean_return, episode_count=stats.count,
                        epsilon=jnp.asarray(epsilon, jnp.float32))
         run = state.run.advance(key, cfg.num_envs, env_state=env_state, obs_norm=norm)

@@ -47,9 +47,12 @@ class ObsNormalizer:
             return obs
         return jnp.clip((obs - self.mean) / jnp.sqrt(self.var + 1e-8), -self.clip, self.clip)
 
-    def update(self, batch: jax.Array, mask: jax.Array | None = None) -> "ObsNormalizer":
+    def update(self, batch: jax.Array, mask: jax.Array | None = None,
+               axis_name: str | None = None) -> "ObsNormalizer":
         """Merge a batch ``[..., *obs_shape]`` into the moments (only the observations where
-        ``mask[...]`` is true, if given)."""
+        ``mask[...]`` is true, if given). ``axis_name`` (data-parallel runs, inside
+        ``shard_map``): ``batch`` is this device's share and the moments merged are those of
+        every device's batch together (the same on every device)."""
         if not self.enabled:
             return self
         obs_ndim = self.mean.ndim
@@ -63,6 +66,13 @@ class ObsNormalizer:
             n_b = w.sum()
             b_mean = (w * flat).sum(0) / jnp.maximum(n_b, 1.0)
             b_var = (w * jnp.square(flat - b_mean)).sum(0) / jnp.maximum(n_b, 1.0)
+        if axis_name is not None:
+            # the union of the devices' batches: pooled mean, within- plus between-device var
+            n_all = jax.lax.psum(n_b, axis_name)
+            mean_all = jax.lax.psum(n_b * b_mean, axis_name) / jnp.maximum(n_all, 1.0)
+            b_var = jax.lax.psum(n_b * (b_var + jnp.square(b_mean - mean_all)),
+                                 axis_name) / jnp.maximum(n_all, 1.0)
+            n_b, b_mean = n_all, mean_all
         n = self.count + n_b
         delta = b_mean - self.mean
         mean = self.mean + delta * n_b / n

@@ -29,6 +29,7 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, rollout
+from purerl.distributed import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
                            RolloutConfig, choice, hparam, redefault, static)
 from purerl.networks import ActorCriticParams as Params
@@ -99,12 +100,13 @@ class Nets(NamedTuple):
     critic: ValueCritic
 
 
-def loss_fn(params: Params, mb: Batch, nets: Nets, cfg: Config, kl_beta: jax.Array
-            ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The clipped (or KL-penalty) surrogate + c_v value loss - c_H entropy on one minibatch."""
+def loss_fn(params: Params, mb: Batch, nets: Nets, cfg: Config, kl_beta: jax.Array,
+            dp: DataParallel = SINGLE) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The clipped (or KL-penalty) surrogate + c_v value loss - c_H entropy on one minibatch
+    (data parallel: this device's share of it, advantages normalised over every device's)."""
     dist = nets.actor.apply(params.actor, mb.obs)
     log_prob = dist.log_prob(mb.action)
-    adv = losses.normalize(mb.advantage) if cfg.normalize_advantages else mb.advantage
+    adv = dp.normalize(mb.advantage) if cfg.normalize_advantages else mb.advantage
     if cfg.variant == "clip":
         pg_loss, clip_fraction = losses.clipped_surrogate_loss(log_prob, mb.old_log_prob, adv,
                                                                cfg.clip_eps)
@@ -134,10 +136,13 @@ def make_batch(nets: Nets, cfg: Config, params: Params, norm: ObsNormalizer,
     return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
 
 
-def learn(nets: Nets, cfg: Config, state: TrainState, batch: Batch, key: jax.Array
-          ) -> tuple[TrainState, loop.Metrics]:
+def learn(nets: Nets, cfg: Config, state: TrainState, batch: Batch, key: jax.Array,
+          dp: DataParallel = SINGLE) -> tuple[TrainState, loop.Metrics]:
     """``update_epochs`` passes of shuffled minibatch Adam steps, then (``kl_penalty``) the
-    beta rule on the full batch's KL."""
+    beta rule on the full batch's KL. Data parallel: each device shuffles its own share of the
+    batch (so a minibatch holds ``1/D`` of its samples from each device; with
+    ``num_minibatches=1`` that is the whole batch, as on one device) and gradients, losses and
+    the KL are averaged over devices."""
     lr = cfg.lr
     if cfg.anneal_lr:
         lr = optim.linear_anneal(cfg.lr, state.run.update_step, cfg.num_updates)
@@ -146,26 +151,33 @@ def learn(nets: Nets, cfg: Config, state: TrainState, batch: Batch, key: jax.Arr
 
     def minibatch_step(carry, mb: Batch):
         params, opt_state = carry
-        grads, info = grad_fn(params, mb, nets, cfg, state.kl_beta)
+        grads, info = dp.mean(grad_fn(params, mb, nets, cfg, state.kl_beta, dp))
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), info
 
     (params, opt_state), info = optim.minibatch_epochs(
-        minibatch_step, (state.params, state.opt_state), batch, key, cfg.update_epochs,
+        minibatch_step, (state.params, state.opt_state), batch, dp.fold(key), cfg.update_epochs,
         cfg.num_minibatches)
     metrics = jax.tree.map(jnp.mean, info)
     metrics["lr"] = jnp.asarray(lr, jnp.float32)
     kl_beta = state.kl_beta
     if cfg.variant == "kl_penalty":
-        kl = jnp.mean(batch.old_dist.kl(nets.actor.apply(params.actor, batch.obs)))
+        kl = dp.mean(jnp.mean(batch.old_dist.kl(nets.actor.apply(params.actor, batch.obs))))
         kl_beta = losses.adapt_kl_beta(kl_beta, kl, cfg.kl_target)
         metrics.update(kl=kl, kl_beta=kl_beta)
     return state.replace(params=params, opt_state=opt_state, kl_beta=kl_beta), metrics
 
 
-def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+def make_agent(config: Config | Mapping[str, Any] | None = None,
+               data_parallel: DataParallel | None = None) -> loop.Agent:
+    """PPO's :class:`purerl.loop.Agent`. ``data_parallel``: the update runs inside
+    ``jax.shard_map`` on this device's share of the ``num_envs`` environments
+    (:mod:`purerl.distributed`; ``distributed.data_parallel_train`` builds and runs it)."""
     config = Config.coerce(config)
+    dp = data_parallel or SINGLE
+    dp.check(config)
     env = envs.make(config.env)
+    step_env = dp.env(env)
     spec = env.spec
     config.check_action_space(spec.discrete, config.env)
     torso = torso_for(config.torso, spec.obs_shape)
@@ -192,22 +204,21 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         norm = state.run.obs_norm
 
         # --- collect, then targets on the whole batch
-        policy = rollout.stochastic_policy(
-            lambda obs: nets.actor.apply(state.params.actor, norm(obs)))
-        env_state, traj = rollout.collect(env, policy, rollout_key, state.run.env_state,
+        policy = dp.policy(lambda obs: nets.actor.apply(state.params.actor, norm(obs)))
+        env_state, traj = rollout.collect(step_env, policy, rollout_key, state.run.env_state,
                                           cfg.num_steps)
         batch = make_batch(nets, cfg, state.params, norm, traj)
 
         # --- learn: epochs of shuffled minibatches
-        new_state, metrics = learn(nets, cfg, state, batch, shuffle_key)
+        new_state, metrics = learn(nets, cfg, state, batch, shuffle_key, dp)
 
-        stats = rollout.episode_stats(traj)
+        stats = dp.episode_stats(traj)
         shape = traj.reward.shape  # over the [num_steps, num_envs] rollout, as GAE computed it
         metrics.update(episode_return=stats.mean_return, episode_count=stats.count,
-                       explained_variance=losses.explained_variance(
+                       explained_variance=dp.explained_variance(
                            batch.old_value.reshape(shape), batch.target.reshape(shape)))
         run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
-                                obs_norm=norm.update(traj.obs))
+                                obs_norm=norm.update(traj.obs, axis_name=dp.axis_name))
         return new_state.replace(run=run), metrics
 
     def value(state: TrainState, obs: jax.Array) -> jax.Array:
