@@ -335,16 +335,18 @@ def _fail(message: str) -> int:
 
 # keys of config.json besides the config's fields: the run's options
 RUN_KEYS = ("algo", "seeds", "seed", "preset", "chunk", "checkpoint_every", "keep", "log",
-            "wandb_id")
+            "wandb_id", "devices", "data_parallel")
 
 
 def _write_config(run_dir: Path, algo: str, config: Any, seeds: int, seed: int | None,
                   preset: str | None, chunk: int | None, every: int | None, keep: int,
-                  log: Sequence[str] = (), wandb_id: str | None = None) -> None:
+                  log: Sequence[str] = (), wandb_id: str | None = None,
+                  devices: int | str | None = None, data_parallel: bool = False) -> None:
     write_json(run_dir / "config.json",
                {**config.to_dict(), "algo": algo, "seeds": seeds, "seed": seed,
                 "preset": preset, "chunk": chunk, "checkpoint_every": every, "keep": keep,
-                "log": list(log), "wandb_id": wandb_id})
+                "log": list(log), "wandb_id": wandb_id, "devices": devices,
+                "data_parallel": data_parallel})
 
 
 def _log_kinds(requested: Sequence[str] | None, saved: Sequence[str] = ()) -> list[str]:
@@ -402,8 +404,7 @@ def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *
     plot_learning_curve(run_dir / "learning_curve.png", metrics,
                         f"{algo} on {config.env}: mean and min-max over {seeds} seed(s)")
     rows = summarize(algo, config, metrics, wall_s)
-    if placement is not None:  # --devices / --data-parallel
-        rows.insert(3, ("devices", placement.describe(config, seeds)))
+    rows.insert(3, ("devices", (placement or distributed.Placement()).describe(config, seeds)))
     table = format_table(rows)
     (run_dir / "summary.txt").write_text(table + "\n", encoding="utf-8")
     print(table)
@@ -446,7 +447,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
     _write_config(run_dir, args.algo, config, args.seeds, args.seed, preset, args.chunk,
-                  args.checkpoint_every, args.keep, log)
+                  args.checkpoint_every, args.keep, log, None, devices, data_parallel)
     chunk = _chunk_length(agent, args.chunk, args.checkpoint_every)
     print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
           f"updates, {chunk} per compiled call, "
@@ -534,9 +535,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         run, saved = _plan_resume(args)
         log = _log_kinds(args.log, saved.get("log") or ())
+        given = args.devices is not None or args.data_parallel
+        devices = args.devices if given else saved.get("devices")
+        data_parallel = args.data_parallel if given else bool(saved.get("data_parallel"))
+        placement = distributed.placement(devices, data_parallel, run.config)
+        agent = placement.agent(run.config, run.agent)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         return _fail(str(e))
-    config, agent, run_dir = run.config, run.agent, run.run_dir
+    config, run_dir = run.config, run.run_dir
     if run.updates_done >= agent.num_updates:
         return _fail(f"nothing to resume: {run_dir} has done all {agent.num_updates} updates of "
                      f"total_timesteps={config.total_timesteps}; pass --total-timesteps with a "
@@ -545,7 +551,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     keep = args.keep or saved.get("keep") or 3
     chunk_arg = args.chunk or saved.get("chunk")
     _write_config(run_dir, run.algo, config, run.num_seeds, run.seed, saved.get("preset"),
-                  chunk_arg, every, keep, log, saved.get("wandb_id"))
+                  chunk_arg, every, keep, log, saved.get("wandb_id"), devices, data_parallel)
     chunk = _chunk_length(agent, chunk_arg, every)
     extended = config.total_timesteps != run.metadata["config"]["total_timesteps"]
     print(f"resuming {run.algo} on {config.env} from {run.path}: {run.num_seeds} seed(s) at "
@@ -555,7 +561,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         return _train_and_write(run.algo, config, agent, run_dir, resumed=run,
                                 seeds=run.num_seeds, seed=run.seed, chunk=chunk, every=every,
-                                keep=keep, log=log)
+                                keep=keep, log=log,
+                                placement=placement if placement.mesh is not None else None)
     except loop.DivergenceError as e:
         return _diverged(e, config, run_dir)
 
@@ -660,6 +667,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _device_flags(parser: argparse.ArgumentParser, resume: bool = False) -> None:
+    default = "the run's" if resume else "one device"
+    parser.add_argument("--devices", metavar="all|N",
+                        help="shard the seeds over N devices (or all; padded where the seed "
+                             f"count does not divide); default: {default}. README: 'Several "
+                             "devices'")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split each run's num_envs environments over the devices "
+                             "(--devices, default all), averaging gradients ("
+                             f"{', '.join(sorted(distributed.DATA_PARALLEL))})"
+                             + ("; default: as the run was trained" if resume else ""))
+
+
 def _checkpoint_flags(parser: argparse.ArgumentParser, resume: bool = False) -> None:
     default = "the run's" if resume else None
     parser.add_argument(
@@ -708,12 +728,7 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--name", help="run name (default: ALGO_ENV_TIMESTAMP)")
     t.add_argument("--chunk", type=_positive_int,
                    help="updates per compiled call (default: num_updates // 50)")
-    t.add_argument("--devices", metavar="all|N",
-                   help="shard the seeds over N devices (or all; padded where --seeds does not "
-                        "divide); default: one device. README: 'Several devices'")
-    t.add_argument("--data-parallel", action="store_true",
-                   help="split each run's num_envs environments over the devices (--devices, "
-                        "default all), averaging gradients; ppo and dqn")
+    _device_flags(t)
     _checkpoint_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -730,6 +745,7 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
                    help="new budget: env steps per seed (default: the config's)")
     r.add_argument("--chunk", type=_positive_int,
                    help="updates per compiled call (default: the run's)")
+    _device_flags(r, resume=True)
     _checkpoint_flags(r, resume=True)
     r.set_defaults(func=cmd_resume)
 

@@ -636,6 +636,8 @@ def run_chunked(agent: loop.Agent, keys: jax.Array | None,
         done = loop.updates_done(state)
         if start is not None and start != done:
             raise ValueError(f"start={start} but the state has done {done} updates")
+        # a continued state (e.g. restored onto one device) goes onto every device of the mesh
+        state = jax.device_put(state, NamedSharding(mesh, P()))
     while done < agent.num_updates:
         length = min(chunk - done % chunk, agent.num_updates - done)
         if align is not None:
