@@ -38,6 +38,7 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, losses, optim, returns, rollout
+from purerl.distributed import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
                            RolloutConfig, choice, hparam, redefault, static)
 from purerl.networks import ActorCritic, torso_for
@@ -92,23 +93,29 @@ class TrainState:
 class Worker(NamedTuple):
     """One actor-learner: :meth:`rollout` then :meth:`gradient`, both with the worker's own
     parameters. ``cfg`` is the config with the state's (possibly traced) hyperparameters;
-    ``norm`` the run state's :class:`~purerl.normalize.ObsNormalizer`."""
+    ``norm`` the run state's :class:`~purerl.normalize.ObsNormalizer`. ``dp``: data parallel,
+    the worker's environments are this device's share of the run's (:mod:`purerl.distributed`);
+    :data:`~purerl.distributed.SINGLE` (one device) leaves every computation as it is."""
 
     model: ActorCritic
     env: envs.Env
+    dp: DataParallel = SINGLE
 
     def rollout(self, cfg: Config, params, norm: ObsNormalizer, env_state: envs.EnvState,
                 key: jax.Array) -> tuple[envs.EnvState, rollout.Trajectory]:
         """``num_steps`` steps in ``num_envs`` environments (only the actor and the environment
         inside the loop)."""
         # the value head's output is unused here, so XLA removes it from the loop
-        policy = rollout.stochastic_policy(lambda obs: self.model.apply(params, norm(obs))[0])
-        return rollout.collect(self.env, policy, key, env_state, cfg.num_steps)
+        policy = self.dp.policy(lambda obs: self.model.apply(params, norm(obs))[0])
+        return rollout.collect(self.dp.env(self.env), policy, key, env_state, cfg.num_steps)
 
     def gradient(self, cfg: Config, params, norm: ObsNormalizer, traj: rollout.Trajectory,
                  ent_coef) -> tuple[Any, loop.Metrics]:
         """Values and bootstrap values on the whole segment, n-step (or GAE) targets, and the
-        gradient of the actor-critic loss with entropy coefficient ``ent_coef``."""
+        gradient of the actor-critic loss with entropy coefficient ``ent_coef``. Data parallel:
+        the gradient and statistics of every device's segment (each loss is a per-sample mean
+        over equal shares, so the mean over devices is the whole batch's)."""
+        dp = self.dp
         obs = norm(traj.obs)
         _, values = self.model.apply(params, obs)
         _, next_values = self.model.apply(params, norm(traj.next_obs))
@@ -120,17 +127,17 @@ class Worker(NamedTuple):
                                              traj.truncated, cfg.gamma)
             advantages = targets - values
         if cfg.normalize_advantages:
-            advantages = losses.normalize(advantages)
+            advantages = dp.normalize(advantages)
 
         def loss_fn(p):
             dist, v = self.model.apply(p, obs)
             return losses.actor_critic_loss(dist.log_prob(traj.action), dist.entropy(), v,
                                             targets, advantages, cfg.vf_coef, ent_coef)
 
-        grads, info = jax.grad(loss_fn, has_aux=True)(params)
-        stats = rollout.episode_stats(traj)
+        grads, info = dp.mean(jax.grad(loss_fn, has_aux=True)(params))
+        stats = dp.episode_stats(traj)
         info.update(episode_return=stats.mean_return, episode_count=stats.count,
-                    explained_variance=losses.explained_variance(values, targets))
+                    explained_variance=dp.explained_variance(values, targets))
         return grads, info
 
     def run(self, cfg: Config, params, norm: ObsNormalizer, env_state: envs.EnvState,
@@ -141,10 +148,10 @@ class Worker(NamedTuple):
         return grads, env_state, traj, metrics
 
 
-def make_worker(config: Config, env: envs.Env) -> Worker:
+def make_worker(config: Config, env: envs.Env, dp: DataParallel = SINGLE) -> Worker:
     return Worker(ActorCritic(env.spec, config.hidden_sizes, config.activation,
                               config.log_std_init, config.shared_torso,
-                              torso_for(config.torso, env.spec.obs_shape)), env)
+                              torso_for(config.torso, env.spec.obs_shape)), env, dp)
 
 
 def learning_rate(cfg: Config, step, num_steps):
@@ -185,11 +192,17 @@ def init_parts(config: Config, worker: Worker, key: jax.Array,
 # ----------------------------------------------------------------------------- the trainer
 
 
-def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+def make_agent(config: Config | Mapping[str, Any] | None = None,
+               data_parallel: DataParallel | None = None) -> loop.Agent:
+    """A2C's :class:`purerl.loop.Agent`. ``data_parallel``: the update runs inside
+    ``jax.shard_map`` on this device's share of the ``num_envs`` environments, gradients and
+    statistics averaged over devices (:mod:`purerl.distributed`)."""
     config = Config.coerce(config)
+    dp = data_parallel or SINGLE
+    dp.check(config)
     env = envs.make(config.env)
     config.check_action_space(env.spec.discrete, config.env)
-    worker = make_worker(config, env)
+    worker = make_worker(config, env, dp)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
         hp, params, opt_state, obs_norm, key, env_key = init_parts(config, worker, key, hparams)
@@ -208,7 +221,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         params, opt_state = apply_gradient(cfg, lr, state.params, state.opt_state, grads)
         metrics.update(lr=jnp.asarray(lr, jnp.float32))
         run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
-                                obs_norm=norm.update(traj.obs))
+                                obs_norm=norm.update(traj.obs, axis_name=dp.axis_name))
         return state.replace(params=params, opt_state=opt_state, run=run), metrics
 
     act, value = policy_act_and_value(worker)

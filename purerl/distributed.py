@@ -32,12 +32,21 @@ single-device run with that config:
   devices' minibatches: every minibatch holds ``1/D`` of its samples from each device's
   environments, where the single-device shuffle draws them from the whole batch. Same
   algorithm, same statistics, different random partition, so not equal;
-* DQN: equal to rounding. The replay buffer is sharded (each device stores its own
+* A2C: equal to rounding (one gradient step per update on the whole batch; advantage
+  normalisation over every device's advantages);
+* TRPO: equal to rounding with ``vf_minibatches=1``. The policy gradient g, every
+  Fisher-vector product of conjugate gradient and the line search's surrogate and KL of each
+  candidate are means over devices, so CG and the line search run on the whole batch's
+  quantities and take the same step on every device. The value regression's minibatches are
+  PPO's case: each device shuffles its own share;
+* DQN and SAC: equal to rounding. The replay buffer is sharded (each device stores its own
   environments' transitions, ``1/D`` of the memory) but minibatch indices are drawn over the
   whole buffer as on one device; each device contributes the rows it holds
   (``lax.psum_scatter``) and computes the gradient of ``batch_size / D`` of them. Needs
   ``buffer_capacity`` and ``batch_size`` to be multiples of ``num_envs`` and ``D``
-  respectively (``ValueError`` otherwise);
+  respectively (``ValueError`` otherwise). SAC's per-row draws (the policy's actions, the
+  warm-up's random actions, the reparameterised samples of the losses) are the single-device
+  run's rows;
 * the deterministic evaluation runs replicated on every device (same episodes, same result).
 
 **Several hosts.** Call :func:`initialize` (``jax.distributed.initialize``; on CPU it selects
@@ -48,8 +57,9 @@ Results are global arrays; :func:`gather` brings them to every host as NumPy arr
 Tested for :func:`sharded_vmap` (and so :func:`train_seeds` / :func:`train_grid`);
 :func:`run_chunked` and the CLI are single-process (their per-chunk checks read whole arrays).
 
-Not data parallel yet: A2C, TRPO, SAC and the other trainers (``make_agent`` takes no
-``data_parallel``); shard their seeds instead.
+Data parallel: :data:`DATA_PARALLEL` (A2C, DQN, PPO, SAC, TRPO). Not data parallel: REINFORCE,
+the actor-critics, A3C (its workers already are its parallelism, applied in sequence), DDPG and
+TD3 (``make_agent`` takes no ``data_parallel``); shard their seeds instead.
 """
 
 from __future__ import annotations
@@ -310,6 +320,15 @@ class DataParallel:
         """A key of this device's own (``fold_in`` of the index); ``key`` on one device."""
         return jax.random.fold_in(key, self.index()) if self.active else key
 
+    def local(self, x: jax.Array) -> jax.Array:
+        """This device's rows of ``x``, an array computed for the whole run (one row per
+        environment of all devices, e.g. the warm-up's uniformly random actions); ``x`` itself
+        on one device."""
+        if not self.active:
+            return x
+        size = x.shape[0] // self.num_devices
+        return jax.lax.dynamic_slice_in_dim(x, self.index() * size, size, 0)
+
     def rows(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` for this device's rows, computed as part of all the run's rows, so
         that ``fn``'s random draws (a sample per row from one key) are the single-device run's.
@@ -545,12 +564,12 @@ def data_parallel_updates(agent: loop.Agent, mesh: Mesh, num_envs: int
     return updates
 
 
-DATA_PARALLEL = ("ppo", "dqn")  # trainers whose make_agent takes data_parallel=
+DATA_PARALLEL = ("a2c", "dqn", "ppo", "sac", "trpo")  # make_agent takes data_parallel=
 
 
 def make_agent(config: Any, mesh: Mesh | None = None) -> loop.Agent:
-    """The data-parallel agent of ``config`` (a Config of a trainer that supports it: PPO,
-    DQN) over ``mesh`` (default: every device, axis ``"data"``)."""
+    """The data-parallel agent of ``config`` (a Config of a trainer in :data:`DATA_PARALLEL`)
+    over ``mesh`` (default: every device, axis ``"data"``)."""
     import purerl
 
     mesh = mesh if mesh is not None else make_mesh(axis=DATA_AXIS)

@@ -62,6 +62,7 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, optim, presets, replay, rollout
+from purerl.distributed import SINGLE, DataParallel
 from purerl.config import (ANY_NUMBER, POSITIVE, UNIT_INTERVAL, OffPolicyConfig, hparam,
                            redefault, static)
 from purerl.distributions import Categorical, TanhGaussian
@@ -152,11 +153,14 @@ def target_entropy(spec: EnvSpec, cfg: Config):
 
 
 def sampled_soft_value(dist: TanhGaussian, q_fn: Callable[[jax.Array], jax.Array],
-                       key: jax.Array, alpha) -> tuple[jax.Array, jax.Array]:
+                       key: jax.Array, alpha, dp: DataParallel = SINGLE
+                       ) -> tuple[jax.Array, jax.Array]:
     """(V(s), H(s)) for a continuous policy from one reparameterised sample per state:
     u = mean + std eps, a~ = scale(tanh(u)), V = min_i Q_i(s, a~) - alpha log pi(a~|s) and
-    H = -log pi(a~|s), with ``q_fn(a~)`` returning ``[2, B]`` twin values (or ``[B]``)."""
-    u = dist.sample(key)
+    H = -log pi(a~|s), with ``q_fn(a~)`` returning ``[2, B]`` twin values (or ``[B]``). Data
+    parallel: the states are this device's rows of the minibatch and eps theirs of the
+    single-device draw (:meth:`~purerl.distributed.DataParallel.rows`)."""
+    u = dp.rows(lambda d: d.sample(key), dist)
     log_prob = dist.squashed_log_prob(u)
     q = q_fn(dist.env_action(u))
     if q.ndim > log_prob.ndim:
@@ -183,20 +187,23 @@ def q_taken(nets: Nets, critic_params: Any, obs: jax.Array, action: jax.Array) -
 
 
 def policy_soft_value(nets: Nets, actor_params: Any, critic_params: Any, obs: jax.Array,
-                      key: jax.Array, alpha) -> tuple[jax.Array, jax.Array]:
+                      key: jax.Array, alpha, dp: DataParallel = SINGLE
+                      ) -> tuple[jax.Array, jax.Array]:
     """(V(s), H(s)) of the current policy under the critics ``critic_params``: exact for
     discrete actions, from one reparameterised sample for continuous ones."""
     dist = nets.actor.apply(actor_params, obs)
     if nets.spec.discrete:
         return exact_soft_value(dist, nets.critic.apply(critic_params, obs), alpha)
     return sampled_soft_value(dist, lambda a: nets.critic.apply(critic_params, obs, a), key,
-                              alpha)
+                              alpha, dp)
 
 
 def loss_fn(params: Params, target: Any, batch: replay.Transition, key: jax.Array,
-            nets: Nets, cfg: Config) -> tuple[jax.Array, dict[str, jax.Array]]:
+            nets: Nets, cfg: Config, dp: DataParallel = SINGLE
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The sum of the critic, actor, (value) and (temperature) losses of the module docstring,
-    with stop-gradients so that each network's gradient is that of its own loss."""
+    with stop-gradients so that each network's gradient is that of its own loss. Every loss is
+    a mean over the minibatch (data parallel: over this device's rows of it)."""
     next_key, pi_key = jax.random.split(key)
     alpha = jnp.exp(params.log_alpha) if cfg.autotune_alpha else cfg.alpha
     alpha = jax.lax.stop_gradient(alpha)
@@ -204,13 +211,13 @@ def loss_fn(params: Params, target: Any, batch: replay.Transition, key: jax.Arra
         next_value = nets.value.apply(target, batch.next_obs)
     else:
         next_value, _ = policy_soft_value(nets, params.actor, target, batch.next_obs, next_key,
-                                          alpha)
+                                          alpha, dp)
     y = td_target(batch.reward, batch.terminated, next_value, cfg.gamma)
     q = q_taken(nets, params.critic, batch.obs, batch.action)
     critic_loss = 0.5 * jnp.sum(jnp.mean(jnp.square(q - y), -1))
 
     v_pi, entropy = policy_soft_value(nets, params.actor, jax.lax.stop_gradient(params.critic),
-                                      batch.obs, pi_key, alpha)
+                                      batch.obs, pi_key, alpha, dp)
     actor_loss = -jnp.mean(v_pi)
     info = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": q[0].mean(),
             "td_error": jnp.abs(q[0] - y).mean(), "entropy": entropy.mean(), "alpha": alpha}
@@ -227,14 +234,19 @@ def loss_fn(params: Params, target: Any, batch: replay.Transition, key: jax.Arra
 
 
 def gradient_step(nets: Nets, cfg: Config, buffer: replay.ReplayBuffer, norm: ObsNormalizer,
-                  learner: Learner, key: jax.Array) -> tuple[Learner, dict[str, jax.Array]]:
+                  learner: Learner, key: jax.Array, dp: DataParallel = SINGLE
+                  ) -> tuple[Learner, dict[str, jax.Array]]:
     """All losses' gradients at the same parameters, one Adam step per learned network, then
-    the Polyak step of the target (twin Q', or V_bar with ``value_network``)."""
+    the Polyak step of the target (twin Q', or V_bar with ``value_network``). Data parallel:
+    each device holds its environments' share of the buffer and computes the gradients of its
+    ``1/D`` of the single-device minibatch
+    (:meth:`purerl.distributed.DataParallel.sample_replay`); gradients and losses are averaged
+    over devices."""
     sample_key, loss_key = jax.random.split(key)
-    batch = replay.sample(buffer, sample_key, cfg.batch_size)
+    batch = dp.sample_replay(buffer, sample_key, cfg.batch_size, cfg.num_envs)
     batch = batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
-    grads, info = jax.grad(loss_fn, has_aux=True)(learner.params, learner.target, batch,
-                                                  loss_key, nets, cfg)
+    grads, info = dp.mean(jax.grad(loss_fn, has_aux=True)(learner.params, learner.target, batch,
+                                                          loss_key, nets, cfg, dp))
     txs = Params(optim.adam(cfg.actor_lr), optim.adam(cfg.critic_lr), optim.adam(cfg.critic_lr),
                  optim.adam(cfg.alpha_lr))
     learned = (True, True, cfg.value_network, cfg.autotune_alpha)
@@ -276,9 +288,16 @@ def state_value(nets: Nets, config: Config, state: TrainState, obs: jax.Array) -
                              jax.random.fold_in(state.run.key, 0x5AC), alpha)[0]
 
 
-def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+def make_agent(config: Config | Mapping[str, Any] | None = None,
+               data_parallel: DataParallel | None = None) -> loop.Agent:
+    """SAC's :class:`purerl.loop.Agent`. ``data_parallel``: the update runs inside
+    ``jax.shard_map`` on this device's share of the ``num_envs`` environments and of the replay
+    buffer (:mod:`purerl.distributed`)."""
     config = Config.coerce(config)
+    dp = data_parallel or SINGLE
+    dp.check_replay(config)
     env = envs.make(config.env)
+    step_env = dp.env(env)
     spec = env.spec
     config.check_action_space(spec.discrete, config.env)
     nets = make_nets(config, spec)
@@ -309,22 +328,22 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
 
         # --- act, step, store
         dist = nets.actor.apply(state.params.actor, state.run.obs_norm(state.run.env_state.obs))
-        action = dist.env_action(dist.sample(act_key))
+        action = dist.env_action(dp.rows(lambda d: d.sample(act_key), dist))
         if cfg.random_warmup and cfg.learning_starts > 0:
             action = jnp.where(cfg.warming_up(state.run.update_step),
-                               random_action(spec, warmup_key, cfg.num_envs), action)
-        env_state, transitions, step = rollout.step_transitions(env, env_key,
+                               dp.local(random_action(spec, warmup_key, cfg.num_envs)), action)
+        env_state, transitions, step = rollout.step_transitions(step_env, env_key,
                                                                 state.run.env_state, action)
         buffer = replay.add(state.buffer, transitions)
-        norm = state.run.obs_norm.update(transitions.obs)
+        norm = state.run.obs_norm.update(transitions.obs, axis_name=dp.axis_name)
 
         # --- learn
         learner, metrics = optim.gradient_steps(
-            lambda learner, k: gradient_step(nets, cfg, buffer, norm, learner, k),
+            lambda learner, k: gradient_step(nets, cfg, buffer, norm, learner, k, dp),
             Learner(state.params, state.target, state.opt_state), learn_key,
             cfg.num_gradient_steps, cfg.learning(state.run.update_step))
 
-        stats = rollout.episode_stats(step)
+        stats = dp.episode_stats(step)
         metrics.update(episode_return=stats.mean_return, episode_count=stats.count)
         run = state.run.advance(key, cfg.num_envs, env_state=env_state, obs_norm=norm)
         return state.replace(**learner._asdict(), buffer=buffer, run=run), metrics

@@ -43,6 +43,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from purerl import envs, losses, loop, optim, rollout
+from purerl.distributed import SINGLE, DataParallel
 from purerl.config import (NON_NEGATIVE, OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTERVAL,
                            RolloutConfig, hparam, redefault, static)
 from purerl.networks import ActorCriticParams as Params
@@ -114,14 +115,16 @@ class LineSearch(NamedTuple):
 
 
 def backtracking_line_search(surrogate, mean_kl, flat: jax.Array, step: jax.Array,
-                             max_kl, coef, max_backtracks: int) -> LineSearch:
+                             max_kl, coef, max_backtracks: int, dp: DataParallel = SINGLE
+                             ) -> LineSearch:
     """The first of theta + coef^j step, j = 0 .. max_backtracks, with mean KL <= max_kl and
     surrogate(theta') > surrogate(theta); theta itself if there is none. All candidates are
-    evaluated in one vmapped pass."""
+    evaluated in one vmapped pass. Data parallel: ``surrogate`` and ``mean_kl`` are means over
+    this device's samples; the decision uses their means over devices (the whole batch's)."""
     fractions = coef ** jnp.arange(max_backtracks + 1, dtype=jnp.float32)
     candidates = flat[None] + fractions[:, None] * step[None]
-    kls, surrs = jax.vmap(lambda f: (mean_kl(f), surrogate(f)))(candidates)
-    improvements = surrs - surrogate(flat)
+    kls, surrs = dp.mean(jax.vmap(lambda f: (mean_kl(f), surrogate(f)))(candidates))
+    improvements = surrs - dp.mean(surrogate(flat))
     ok = (kls <= max_kl) & (improvements > 0)
     j = jnp.argmax(ok)
     accepted = ok.any()
@@ -136,22 +139,29 @@ def backtracking_line_search(surrogate, mean_kl, flat: jax.Array, step: jax.Arra
 
 def natural_gradient_step(surrogate: Callable[[jax.Array], jax.Array],
                           mean_kl: Callable[[jax.Array], jax.Array], flat: jax.Array,
-                          cfg: Config) -> tuple[jax.Array, jax.Array, jax.Array]:
+                          cfg: Config, dp: DataParallel = SINGLE
+                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(s, g, cg_residual)``: the full step s = sqrt(2 max_kl / x^T H x) x, x ~= H^-1 g by
     conjugate gradient (H damped by ``cg_damping``), and the surrogate's gradient g at
-    ``flat``."""
-    g = jax.grad(surrogate)(flat)
-    x, cg_residual = optim.conjugate_gradient(
-        lambda v: fisher_vector_product(mean_kl, flat, v, cfg.cg_damping), g, cfg.cg_iters)
-    x_hx = jnp.vdot(x, fisher_vector_product(mean_kl, flat, x, cfg.cg_damping))
+    ``flat``. Data parallel: g and every Fisher-vector product are averaged over devices (each
+    device's are those of its samples' means), so CG runs on the whole batch's g and H, the
+    same on every device."""
+    g = dp.mean(jax.grad(surrogate)(flat))
+
+    def fvp(v):
+        return dp.mean(fisher_vector_product(mean_kl, flat, v, cfg.cg_damping))
+
+    x, cg_residual = optim.conjugate_gradient(fvp, g, cfg.cg_iters)
+    x_hx = jnp.vdot(x, fvp(x))
     step = jnp.sqrt(2.0 * cfg.max_kl / jnp.maximum(x_hx, 1e-12)) * x
     return step, g, cg_residual
 
 
-def policy_step(actor: Actor, cfg: Config, actor_params: Any, batch: Batch
-                ) -> tuple[Any, loop.Metrics]:
-    """The trust-region step of the policy on ``batch``: the accepted actor parameters (the old
-    ones if the line search fails) and the step's metrics."""
+def policy_step(actor: Actor, cfg: Config, actor_params: Any, batch: Batch,
+                dp: DataParallel = SINGLE) -> tuple[Any, loop.Metrics]:
+    """The trust-region step of the policy on ``batch`` (data parallel: this device's share of
+    it): the accepted actor parameters (the old ones if the line search fails) and the step's
+    metrics."""
     flat, unravel = ravel_pytree(actor_params)
     old_dist = actor.apply(actor_params, batch.obs)
     old_log_prob = old_dist.log_prob(batch.action)
@@ -163,12 +173,12 @@ def policy_step(actor: Actor, cfg: Config, actor_params: Any, batch: Batch
     def mean_kl(f):
         return jnp.mean(old_dist.kl(actor.apply(unravel(f), batch.obs)))
 
-    step, g, cg_residual = natural_gradient_step(surrogate, mean_kl, flat, cfg)
+    step, g, cg_residual = natural_gradient_step(surrogate, mean_kl, flat, cfg, dp)
     search = backtracking_line_search(surrogate, mean_kl, flat, step, cfg.max_kl,
-                                      cfg.backtrack_coef, cfg.max_backtracks)
+                                      cfg.backtrack_coef, cfg.max_backtracks, dp)
     metrics = {
-        "policy_loss": -surrogate(flat),
-        "entropy": old_dist.entropy().mean(),
+        "policy_loss": -dp.mean(surrogate(flat)),
+        "entropy": dp.mean(old_dist.entropy().mean()),
         "kl": search.kl,
         "surrogate_improvement": search.improvement,
         "expected_improvement": jnp.vdot(g, step),
@@ -181,27 +191,38 @@ def policy_step(actor: Actor, cfg: Config, actor_params: Any, batch: Batch
 
 
 def fit_value(critic: ValueCritic, cfg: Config, critic_params: Any, opt_state: Any,
-              batch: Batch, key: jax.Array) -> tuple[Any, Any, jax.Array]:
+              batch: Batch, key: jax.Array, dp: DataParallel = SINGLE
+              ) -> tuple[Any, Any, jax.Array]:
     """``vf_epochs`` epochs of shuffled Adam minibatch steps on 0.5 E[(V(s) - target)^2];
-    returns the critic parameters, the optimiser state and the last epoch's mean loss."""
+    returns the critic parameters, the optimiser state and the last epoch's mean loss. Data
+    parallel: as PPO's minibatches (each device shuffles its own share, so equal to one device
+    with ``vf_minibatches=1``), losses and gradients averaged over devices."""
     tx = optim.adam(cfg.vf_lr)
 
     def vf_step(carry, mb):
         params, opt_state = carry
-        loss, grads = jax.value_and_grad(
-            lambda p: losses.value_loss(critic.apply(p, mb[0]), mb[1]))(params)
+        loss, grads = dp.mean(jax.value_and_grad(
+            lambda p: losses.value_loss(critic.apply(p, mb[0]), mb[1]))(params))
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
     (critic_params, opt_state), vf_losses = optim.minibatch_epochs(
-        vf_step, (critic_params, opt_state), (batch.obs, batch.target), key,
+        vf_step, (critic_params, opt_state), (batch.obs, batch.target), dp.fold(key),
         cfg.vf_epochs, cfg.vf_minibatches)
     return critic_params, opt_state, vf_losses[-1].mean()
 
 
-def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+def make_agent(config: Config | Mapping[str, Any] | None = None,
+               data_parallel: DataParallel | None = None) -> loop.Agent:
+    """TRPO's :class:`purerl.loop.Agent`. ``data_parallel``: the update runs inside
+    ``jax.shard_map`` on this device's share of the ``num_envs`` environments; the policy
+    gradient, Fisher-vector products, line-search statistics and value gradients are averaged
+    over devices (:mod:`purerl.distributed`)."""
     config = Config.coerce(config)
+    dp = data_parallel or SINGLE
+    dp.check(config)
     env = envs.make(config.env)
+    step_env = dp.env(env)
     spec = env.spec
     config.check_action_space(spec.discrete, config.env)
     torso = torso_for(config.torso, spec.obs_shape)
@@ -227,8 +248,8 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         norm = state.run.obs_norm
 
         # --- collect, then GAE with the current critic
-        policy = rollout.stochastic_policy(lambda obs: actor.apply(state.params.actor, norm(obs)))
-        env_state, traj = rollout.collect(env, policy, rollout_key, state.run.env_state,
+        policy = dp.policy(lambda obs: actor.apply(state.params.actor, norm(obs)))
+        env_state, traj = rollout.collect(step_env, policy, rollout_key, state.run.env_state,
                                           cfg.num_steps)
         obs, values, advantages, targets = rollout.gae_targets(
             traj, lambda obs: critic.apply(state.params.critic, obs), norm, cfg.gamma,
@@ -236,23 +257,22 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
         batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
                              Batch(obs, traj.action, advantages, targets))
         if cfg.normalize_advantages:
-            batch = batch._replace(advantage=losses.normalize(batch.advantage))
+            batch = batch._replace(advantage=dp.normalize(batch.advantage))
 
         # --- learn: the natural-gradient policy step, then the value regression
-        actor_params, metrics = policy_step(actor, cfg, state.params.actor, batch)
+        actor_params, metrics = policy_step(actor, cfg, state.params.actor, batch, dp)
         critic_params, critic_opt, value_loss = fit_value(
-            critic, cfg, state.params.critic, state.critic_opt, batch, vf_key)
+            critic, cfg, state.params.critic, state.critic_opt, batch, vf_key, dp)
 
-        stats = rollout.episode_stats(traj)
+        stats = dp.episode_stats(traj)
         metrics.update(
             value_loss=value_loss,
-            explained_variance=losses.explained_variance(values,
-                                                         batch.target.reshape(values.shape)),
+            explained_variance=dp.explained_variance(values, batch.target.reshape(values.shape)),
             episode_return=stats.mean_return,
             episode_count=stats.count,
         )
         run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
-                                obs_norm=norm.update(traj.obs))
+                                obs_norm=norm.update(traj.obs, axis_name=dp.axis_name))
         return state.replace(params=Params(actor_params, critic_params), critic_opt=critic_opt,
                              run=run), metrics
 

@@ -1,5 +1,6 @@
 """purerl.distributed on 4 fake CPU devices: sharded seeds and grids equal the unsharded vmap,
-data-parallel PPO and DQN equal one device with 4x the environments, a two-process (multi-host)
+data-parallel PPO, A2C, TRPO, DQN and SAC (continuous and discrete) equal one device with 4x
+the environments, a two-process (multi-host)
 run equals one process with 4 devices, and a seed count that does not divide is padded.
 
 The device count must be set before JAX starts, so the checks run in subprocesses: this file
@@ -27,7 +28,7 @@ TOL = 1e-5
 
 
 def _configs():
-    from purerl import dqn, ppo, sac
+    from purerl import a2c, dqn, ppo, sac, trpo
 
     tiny = dict(hidden_sizes=(8,), eval_every=0, eval_episodes=2)
     return {
@@ -43,6 +44,18 @@ def _configs():
                              learning_starts=64, batch_size=16, buffer_size=160,
                              num_gradient_steps=2, target_update_every=4, normalize_obs=True,
                              **tiny),
+        "a2c_dp": a2c.Config(env="CartPole-v1", num_envs=8, num_steps=8, total_timesteps=256,
+                             normalize_obs=True, normalize_advantages=True, **tiny),
+        # one value-fitting minibatch (as PPO's); CG and the line search see every device
+        "trpo_dp": trpo.Config(env="CartPole-v1", num_envs=8, num_steps=8, total_timesteps=256,
+                               vf_minibatches=1, vf_epochs=2, cg_iters=4, max_backtracks=3,
+                               normalize_obs=True, **tiny),
+        # 4 warm-up updates (random actions), then 12 of gradient steps on 8-row minibatches
+        "sac_dp": sac.Config(env="Pendulum-v1", num_envs=4, total_timesteps=64,
+                             learning_starts=16, batch_size=8, buffer_size=32,
+                             normalize_obs=True, **tiny),
+        "sac_discrete_dp": sac.Config(env="CartPole-v1", num_envs=4, total_timesteps=64,
+                                      learning_starts=16, batch_size=8, buffer_size=32, **tiny),
     }
 
 
@@ -103,10 +116,10 @@ def _seeds(out: Path) -> None:
 
 
 def _parallel(out: Path) -> None:
-    """4 devices in one process: SAC's sharded seeds, data-parallel PPO and DQN."""
+    """4 devices in one process: SAC's sharded seeds, every data-parallel trainer."""
     import jax
 
-    from purerl import distributed, dqn, loop, ppo, sac
+    from purerl import a2c, distributed, dqn, loop, ppo, sac, trpo
 
     assert jax.device_count() == 4
     cfg = _configs()
@@ -116,9 +129,11 @@ def _parallel(out: Path) -> None:
     report["sac_seeds"] = _max_diff(loop.jit(jax.vmap(train))(keys),
                                     distributed.train_seeds(train, keys))
 
-    for name, module in (("ppo_dp", ppo), ("dqn_dp", dqn)):
+    singles = {}
+    for name, module in (("ppo_dp", ppo), ("dqn_dp", dqn), ("a2c_dp", a2c), ("trpo_dp", trpo),
+                         ("sac_dp", sac), ("sac_discrete_dp", sac)):
         key = jax.random.key(1)
-        single = loop.jit(module.make_train(cfg[name]))(key)
+        single = singles[name] = loop.jit(module.make_train(cfg[name]))(key)
         parallel = loop.jit(distributed.data_parallel_train(cfg[name]))(key)
         report[name] = _max_diff(single, parallel)
         report[name + "_learned"] = _max_diff(single[0].params,
@@ -129,8 +144,8 @@ def _parallel(out: Path) -> None:
     chunks = list(distributed.run_chunked(agent, jax.random.key(1)[None], chunk=20, mesh=mesh,
                                           data_parallel=True))
     metrics = {k: np.concatenate([c[2][k][0] for c in chunks]) for k in chunks[0][2]}
-    report["dqn_dp_chunked"] = _max_diff(single, (jax.tree.map(lambda x: x[0], chunks[-1][1]),
-                                                  metrics))
+    report["dqn_dp_chunked"] = _max_diff(
+        singles["dqn_dp"], (jax.tree.map(lambda x: x[0], chunks[-1][1]), metrics))
     out.write_text(json.dumps(report))
 
 
@@ -181,7 +196,7 @@ def results(tmp_path_factory):
     logs = []
     for p in procs:
         try:
-            logs.append(p.communicate(timeout=300)[0])
+            logs.append(p.communicate(timeout=420)[0])
         except subprocess.TimeoutExpired:
             p.kill()
             logs.append(p.communicate()[0])
@@ -212,12 +227,37 @@ def test_a_seed_count_that_does_not_divide_the_devices_is_padded_or_refused(resu
                                       "a multiple of 4 (or pad=True)")
 
 
-@pytest.mark.parametrize("name", ["ppo_dp", "dqn_dp"])
+@pytest.mark.parametrize("name", ["ppo_dp", "dqn_dp", "a2c_dp", "trpo_dp", "sac_dp",
+                                  "sac_discrete_dp"])
 def test_data_parallel_on_4_devices_equals_one_device_with_4x_the_envs(results, name):
     report, _ = results
     # state (params, optimiser, environments, normaliser, replay buffer) and every metric
     assert report[name] <= TOL, report
     assert report[name + "_learned"] > 1e-3  # the parameters did move: a real comparison
+
+
+@pytest.mark.parametrize("algo, overrides, message", [
+    ("a2c", dict(num_envs=6), "needs num_envs divisible by 4, got num_envs=6"),
+    ("trpo", dict(num_envs=6), "needs num_envs divisible by 4, got num_envs=6"),
+    ("sac", dict(num_envs=4, buffer_size=302), "needs a replay capacity divisible by num_envs=4"),
+    ("sac", dict(num_envs=4, batch_size=30), "needs batch_size divisible by 4, got 30"),
+])
+def test_a_data_parallel_config_that_does_not_split_is_a_one_line_error(algo, overrides,
+                                                                        message):
+    import purerl
+    from purerl import distributed
+
+    module = purerl.get_algorithm(algo)
+    with pytest.raises(ValueError, match=message):
+        module.make_agent(module.Config(**overrides),
+                          data_parallel=distributed.DataParallel("data", 4))
+
+
+def test_data_parallel_names_the_trainers_that_have_it():
+    from purerl import ddpg, distributed
+
+    with pytest.raises(ValueError, match="implemented for a2c, dqn, ppo, sac, trpo, not ddpg"):
+        distributed.make_agent(ddpg.Config())
 
 
 def test_chunked_data_parallel_dqn_equals_one_device(results):
