@@ -1,12 +1,13 @@
 """purerl.distributed on 4 fake CPU devices: sharded seeds and grids equal the unsharded vmap,
-data-parallel PPO, A2C, TRPO, DQN and SAC (continuous and discrete) equal one device with 4x
-the environments, a two-process (multi-host)
-run equals one process with 4 devices, and a seed count that does not divide is padded.
+a two-process (multi-host) run equals one process with 4 devices, and a seed count that does
+not divide is padded. (Data parallel: tests/test_data_parallel.py, whose 4-device process is
+this file's ``parallel`` part.)
 
 The device count must be set before JAX starts, so the checks run in subprocesses: this file
-is also their script (``python tests/test_distributed.py single|host ...``). The three
-processes (one with 4 devices, two hosts with 2 each) start together in one module fixture and
-each reports the largest difference of every check as JSON; the tests read the report.
+is also their script (``python tests/test_distributed.py seeds|parallel|host ...``). The three
+processes of this file (one with 4 devices, two hosts with 2 each) start together in one module
+fixture and report the largest difference of every check as JSON (or the hosts' arrays); the
+tests read the report.
 """
 
 from __future__ import annotations
@@ -85,11 +86,14 @@ def _seeds(out: Path) -> None:
     import jax
     import jax.numpy as jnp
 
-    from purerl import distributed, loop, ppo
+    from purerl import distributed, loop, ppo, sac
 
     assert jax.device_count() == 4
     cfg = _configs()
     report = {}
+    sac_train, sac_keys = sac.make_train(cfg["sac"]), jax.random.split(jax.random.key(0), 4)
+    report["sac_seeds"] = _max_diff(loop.jit(jax.vmap(sac_train))(sac_keys),
+                                    distributed.train_seeds(sac_train, sac_keys))
     keys = jax.random.split(jax.random.key(0), 8)
 
     train = ppo.make_train(cfg["ppo"])
@@ -116,7 +120,7 @@ def _seeds(out: Path) -> None:
 
 
 def _parallel(out: Path) -> None:
-    """4 devices in one process: SAC's sharded seeds, every data-parallel trainer."""
+    """4 devices in one process: every data-parallel trainer (tests/test_data_parallel.py)."""
     import jax
 
     from purerl import a2c, distributed, dqn, loop, ppo, sac, trpo
@@ -124,11 +128,6 @@ def _parallel(out: Path) -> None:
     assert jax.device_count() == 4
     cfg = _configs()
     report = {}
-    keys = jax.random.split(jax.random.key(0), 4)
-    train = sac.make_train(cfg["sac"])
-    report["sac_seeds"] = _max_diff(loop.jit(jax.vmap(train))(keys),
-                                    distributed.train_seeds(train, keys))
-
     singles = {}
     for name, module in (("ppo_dp", ppo), ("dqn_dp", dqn), ("a2c_dp", a2c), ("trpo_dp", trpo),
                          ("sac_dp", sac), ("sac_discrete_dp", sac)):
@@ -173,26 +172,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """Run the four processes at once (two with 4 devices, two hosts with 2 each; the 2-core
-    CI machine overlaps their compilations); the 4-device reports and the arrays of the
-    reference and the two hosts."""
-    tmp = tmp_path_factory.mktemp("distributed")
+def run_script(runs: list[tuple[list[str], int | None]]) -> None:
+    """Run this file as a script once per ``(arguments, fake CPU devices or None)``, all at once
+    (the 2-core CI machine overlaps their compilations); fails with a process's output if it
+    fails."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     cache = os.environ.get("PURERL_TEST_XLA_CACHE")  # tests/conftest.py's compilation cache
     if cache:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
     script = [sys.executable, str(Path(__file__).resolve())]
-    port = _free_port()
-    four = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    procs = [subprocess.Popen(script + [part, str(tmp / f"{part}.json")], env=four,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for part in ("seeds", "parallel")]
-    procs += [subprocess.Popen(script + ["host", str(tmp / f"host{i}.npz"), str(i), str(port)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True) for i in range(2)]
+    procs = []
+    for args, devices in runs:
+        run_env = env if devices is None else dict(
+            env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        procs.append(subprocess.Popen(script + args, env=run_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
     logs = []
     for p in procs:
         try:
@@ -202,8 +197,20 @@ def results(tmp_path_factory):
             logs.append(p.communicate()[0])
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-4000:]
-    report = {**json.loads((tmp / "seeds.json").read_text()),
-              **json.loads((tmp / "parallel.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Run the three processes at once (one with 4 devices, two hosts with 2 each); the
+    4-device report and the arrays of the reference and the two hosts. (The data-parallel
+    checks run from tests/test_data_parallel.py, so that pytest-xdist can give them the other
+    worker.)"""
+    tmp = tmp_path_factory.mktemp("distributed")
+    port = _free_port()
+    run_script([(["seeds", str(tmp / "seeds.json")], 4)]
+               + [(["host", str(tmp / f"host{i}.npz"), str(i), str(port)], None)
+                  for i in range(2)])
+    report = json.loads((tmp / "seeds.json").read_text())
     arrays = {name: [np.load(tmp / f"{name}.npz")[k] for k in
                      sorted(np.load(tmp / f"{name}.npz").files, key=lambda k: int(k[4:]))]
               for name in ("seeds", "host0", "host1")}
@@ -225,43 +232,6 @@ def test_a_seed_count_that_does_not_divide_the_devices_is_padded_or_refused(resu
     assert report["ppo_padded"] <= TOL  # 6 seeds on 4 devices: the first 6 of 8
     assert report["no_pad_error"] == ("6 seeds / grid points do not divide over 4 devices; use "
                                       "a multiple of 4 (or pad=True)")
-
-
-@pytest.mark.parametrize("name", ["ppo_dp", "dqn_dp", "a2c_dp", "trpo_dp", "sac_dp",
-                                  "sac_discrete_dp"])
-def test_data_parallel_on_4_devices_equals_one_device_with_4x_the_envs(results, name):
-    report, _ = results
-    # state (params, optimiser, environments, normaliser, replay buffer) and every metric
-    assert report[name] <= TOL, report
-    assert report[name + "_learned"] > 1e-3  # the parameters did move: a real comparison
-
-
-@pytest.mark.parametrize("algo, overrides, message", [
-    ("a2c", dict(num_envs=6), "needs num_envs divisible by 4, got num_envs=6"),
-    ("trpo", dict(num_envs=6), "needs num_envs divisible by 4, got num_envs=6"),
-    ("sac", dict(num_envs=4, buffer_size=302), "needs a replay capacity divisible by num_envs=4"),
-    ("sac", dict(num_envs=4, batch_size=30), "needs batch_size divisible by 4, got 30"),
-])
-def test_a_data_parallel_config_that_does_not_split_is_a_one_line_error(algo, overrides,
-                                                                        message):
-    import purerl
-    from purerl import distributed
-
-    module = purerl.get_algorithm(algo)
-    with pytest.raises(ValueError, match=message):
-        module.make_agent(module.Config(**overrides),
-                          data_parallel=distributed.DataParallel("data", 4))
-
-
-def test_data_parallel_names_the_trainers_that_have_it():
-    from purerl import ddpg, distributed
-
-    with pytest.raises(ValueError, match="implemented for a2c, dqn, ppo, sac, trpo, not ddpg"):
-        distributed.make_agent(ddpg.Config())
-
-
-def test_chunked_data_parallel_dqn_equals_one_device(results):
-    assert results[0]["dqn_dp_chunked"] <= TOL, results[0]  # run_chunked(data_parallel=True)
 
 
 def test_two_processes_with_2_devices_each_equal_one_process_with_4(results):
