@@ -2,7 +2,7 @@
 invocation: the only kind of speed claim purerl makes.
 
     source ../shared/peers/setup.sh        # once: PEER_PY (rejax 0.1.3, gymnax 0.0.9), PEERS_DIR
-    python benchmarks/peers.py ppo-purejaxrl [--seeds 8] [--repeats 3] [--no-record]
+    python benchmarks/peers.py ppo-purejaxrl [--seeds 8 | --seeds 1,64,512] [--repeats 3] [--no-record]
     python benchmarks/peers.py sac-rejax dqn-rejax td3-rejax
 
 Each repeat runs purerl, then the peer, each in a fresh process (``--worker`` below for purerl,
@@ -122,6 +122,10 @@ def run_peer(pair: dict, seeds: int, steps: int) -> dict:
 def _machine() -> str:
     import platform
 
+    import jax
+
+    if jax.default_backend() != "cpu":  # the accelerator both sides ran on (benchmarks/gpu.sh)
+        return f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
     return f"CPU {os.cpu_count()} cores ({platform.machine()})"
 
 
@@ -158,16 +162,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", choices=sorted(PAIRS))
-    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--seeds", default="8",
+                        help="vmapped seeds, or a comma-separated list run one after another "
+                             "(e.g. 1,64,512,2048)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, help="env steps per seed (default: the pairing's)")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args(argv)
     rows = []
     for name in args.pairs:
-        row, _ = compare(name, args.seeds, args.repeats, args.steps)
-        print(row)
-        rows.append(row)
+        for seeds in [int(n) for n in args.seeds.split(",")]:
+            row, _ = compare(name, seeds, args.repeats, args.steps)
+            print(row, flush=True)
+            rows.append(row)
     if not args.no_record:
         sys.path.insert(0, str(HERE))
         from results_md import add_rows
