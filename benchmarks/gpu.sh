@@ -10,7 +10,7 @@
 #   * PPO CartPole-v1, PureJaxRL's hyperparameters, 1, 64, 512, 2048 seeds x 500k env steps;
 #   * SAC Pendulum-v1 (rejax's tuned config, 10k steps) and DQN CartPole-v1 (rejax's tuned
 #     config, 100k steps) at 64 seeds.
-# Both venvs need a CUDA jaxlib: purerl's (pip install -e '.[cuda]' or jax[cuda12]) and the peer
+# Both venvs need a CUDA jaxlib: purerl's (pip install 'jax[cuda12]==' its jax version) and the peer
 # venv that ../shared/peers/setup.sh builds ("$PEER_PY" -m pip install 'jax[cuda12]==' the
 # version it has). The script stops unless both report a GPU backend (SMOKE=1 skips the check).
 # Environment: REPEATS (default 3), PPO_SEEDS (default 1,64,512,2048), OFF_SEEDS (default 64),

@@ -119,6 +119,18 @@ def run_peer(pair: dict, seeds: int, steps: int) -> dict:
     return _last_json(out)
 
 
+def _seed_counts(text: str) -> list[int]:
+    """``--seeds``: one positive count or a comma-separated list of them."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seeds or a list like "
+                                         f"1,64,512, got {text!r}")
+    return counts
+
+
 def _machine() -> str:
     import platform
 
@@ -162,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", choices=sorted(PAIRS))
-    parser.add_argument("--seeds", default="8",
+    parser.add_argument("--seeds", default=[8], type=_seed_counts,
                         help="vmapped seeds, or a comma-separated list run one after another "
                              "(e.g. 1,64,512,2048)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = []
     for name in args.pairs:
-        for seeds in [int(n) for n in args.seeds.split(",")]:
+        for seeds in args.seeds:
             row, _ = compare(name, seeds, args.repeats, args.steps)
             print(row, flush=True)
             rows.append(row)
