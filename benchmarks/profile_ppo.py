@@ -78,10 +78,7 @@ def main(argv=None) -> None:
     agent = ppo.make_agent(cfg)
     env = envs.make(cfg.env)
     spec = env.spec
-    nets = ppo.Nets(ppo.Actor(spec, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
-                              ppo.torso_for(cfg.torso, spec.obs_shape)),
-                    ppo.ValueCritic(cfg.hidden_sizes, cfg.activation, len(spec.obs_shape),
-                                    ppo.torso_for(cfg.torso, spec.obs_shape)))
+    nets = ppo.make_nets(cfg, spec)  # the agent's networks (same modules, same parameters)
     keys = jax.random.split(jax.random.key(0), args.seeds)
     state = jax.vmap(agent.init)(keys)
     pieces = args.pieces.split(",")

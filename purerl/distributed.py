@@ -351,6 +351,12 @@ class DataParallel:
         out = fn(*jax.tree.map(widen, args))
         return jax.tree.map(lambda y: jax.lax.dynamic_slice_in_dim(y, start, local, 0), out)
 
+    def sample(self, dist: Any, key: jax.Array) -> jax.Array:
+        """``dist.sample(key)`` (a :mod:`purerl.distributions` pytree with one row per
+        environment or minibatch sample); data parallel, this device's rows of the single-device
+        run's draw (:meth:`rows`)."""
+        return self.rows(lambda d: d.sample(key), dist)
+
     def env(self, env: Any) -> Any:
         """``env`` whose ``step`` gives environment i the single-device run's key
         (``split(key, num_envs)[i]``); ``env`` itself on one device."""
@@ -367,7 +373,7 @@ class DataParallel:
 
         def sample(obs, key):
             dist = dist_fn(obs)
-            u = self.rows(lambda d: d.sample(key), dist)
+            u = self.sample(dist, key)
             return u, dist.env_action(u)
 
         return sample

@@ -35,6 +35,7 @@ from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTE
 from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic, torso_for
 from purerl.normalize import ObsNormalizer
+from purerl.spaces import EnvSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,13 @@ class Batch(NamedTuple):
 class Nets(NamedTuple):
     actor: Actor
     critic: ValueCritic
+
+
+def make_nets(config: Config, spec: EnvSpec) -> Nets:
+    """Separate actor and critic MLPs (or conv torsos, ``config.torso``) for ``spec``."""
+    torso = torso_for(config.torso, spec.obs_shape)
+    return Nets(Actor(spec, config.hidden_sizes, config.activation, config.log_std_init, torso),
+                ValueCritic(config.hidden_sizes, config.activation, len(spec.obs_shape), torso))
 
 
 def loss_fn(params: Params, mb: Batch, nets: Nets, cfg: Config, kl_beta: jax.Array,
@@ -180,9 +188,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     step_env = dp.env(env)
     spec = env.spec
     config.check_action_space(spec.discrete, config.env)
-    torso = torso_for(config.torso, spec.obs_shape)
-    nets = Nets(Actor(spec, config.hidden_sizes, config.activation, config.log_std_init, torso),
-                ValueCritic(config.hidden_sizes, config.activation, len(spec.obs_shape), torso))
+    nets = make_nets(config, spec)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
         hp = config.initial_hparams(hparams)

@@ -159,8 +159,8 @@ def sampled_soft_value(dist: TanhGaussian, q_fn: Callable[[jax.Array], jax.Array
     u = mean + std eps, a~ = scale(tanh(u)), V = min_i Q_i(s, a~) - alpha log pi(a~|s) and
     H = -log pi(a~|s), with ``q_fn(a~)`` returning ``[2, B]`` twin values (or ``[B]``). Data
     parallel: the states are this device's rows of the minibatch and eps theirs of the
-    single-device draw (:meth:`~purerl.distributed.DataParallel.rows`)."""
-    u = dp.rows(lambda d: d.sample(key), dist)
+    single-device draw (:meth:`~purerl.distributed.DataParallel.sample`)."""
+    u = dp.sample(dist, key)
     log_prob = dist.squashed_log_prob(u)
     q = q_fn(dist.env_action(u))
     if q.ndim > log_prob.ndim:
@@ -328,7 +328,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
 
         # --- act, step, store
         dist = nets.actor.apply(state.params.actor, state.run.obs_norm(state.run.env_state.obs))
-        action = dist.env_action(dp.rows(lambda d: d.sample(act_key), dist))
+        action = dist.env_action(dp.sample(dist, act_key))
         if cfg.random_warmup and cfg.learning_starts > 0:
             action = jnp.where(cfg.warming_up(state.run.update_step),
                                dp.local(random_action(spec, warmup_key, cfg.num_envs)), action)
