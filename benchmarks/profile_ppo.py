@@ -12,6 +12,8 @@ analysis (FLOPs, bytes accessed) of one iteration:
   actions;
 * ``rollout``: ``rollout.collect`` (act + env step, ``num_steps`` steps);
 * ``batch``: ``ppo.make_batch`` (values, GAE, old log-probabilities on the whole batch);
+* ``shuffle``: one epoch's minibatch permutation of the ``num_envs * num_steps`` batch, by
+  ``purerl.optim.random_permutation`` (what ``learn`` uses) and by ``jax.random.permutation``;
 * ``learn``: ``ppo.learn`` (``update_epochs`` x ``num_minibatches`` Adam steps);
 * ``update``: one whole ``update`` (all of the above plus bookkeeping).
 
@@ -33,7 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import purerl  # noqa: E402
-from purerl import envs, ppo, rollout  # noqa: E402
+from purerl import envs, optim, ppo, rollout  # noqa: E402
 from peers import PAIRS  # noqa: E402
 
 
@@ -69,7 +71,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--pieces", default="act,env,rollout,batch,learn,update")
+    p.add_argument("--pieces", default="act,env,rollout,batch,shuffle,learn,update")
     args = p.parse_args(argv)
 
     pair = PAIRS["ppo-purejaxrl"]
@@ -131,6 +133,15 @@ def main(argv=None) -> None:
             return st, tr._replace(obs=tr.obs + 1e-30 * b.advantage.reshape(T, E, 1))
         results.append(time_piece("batch (values + GAE)", batch_piece, (state, traj0),
                                   args.iters, args.repeats, args.seeds))
+    if "shuffle" in pieces:
+        n = T * E
+        for label, permute in (("optim.random_permutation", optim.random_permutation),
+                               ("jax.random.permutation", jax.random.permutation)):
+            def shuffle_piece(key, permute=permute):
+                key, k = jax.random.split(key)
+                return jax.random.fold_in(key, permute(k, n)[0])
+            results.append(time_piece(f"shuffle {n} ({label})", shuffle_piece, keys,
+                                      args.iters, args.repeats, args.seeds))
     if "learn" in pieces:
         # each seed learns on its own batch (fixed; the values do not matter for timing)
         def learn_piece(c):
