@@ -12,6 +12,7 @@ same dense layers -- with ``hidden_sizes=(128,)`` exactly that paper's network.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import chex
@@ -19,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from purerl.distributions import Categorical, TanhGaussian
 from purerl.spaces import EnvSpec, scale_action
@@ -62,8 +64,68 @@ def orthogonal(gain: float = 1.0) -> Callable:
     return init
 
 
+def _transposed_operand(x: jax.Array) -> jax.Array:
+    """``x`` with its two axes swapped, materialised on CPU.
+
+    The weight gradient of ``y = x W`` is ``x^T g``, a dot whose left operand contracts its
+    leading axis. XLA:CPU runs that form through Eigen at about half the speed of the YNNPACK
+    kernel it uses for a plain ``[M, K] x [K, N]`` dot (a 128-sample, 64x64 weight gradient
+    under an 8-seed ``vmap``: 89 vs 39 us). Materialising ``x^T`` first (a transpose is a few
+    us) makes the gradient a plain dot; the ``optimization_barrier`` keeps XLA's algebraic
+    simplifier from folding the transpose back into the dot's dimension numbers. Elsewhere
+    (GPU, TPU) the libraries take transposed operands natively and the swap is folded as usual.
+    """
+    swap = jnp.transpose
+    return jax.lax.platform_dependent(x, cpu=lambda x: jax.lax.optimization_barrier(swap(x)),
+                                      default=swap)
+
+
+@jax.custom_jvp
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return x @ kernel
+
+
+@functools.partial(_matmul.defjvp, symbolic_zeros=True)
+def _matmul_jvp(primals, tangents):
+    # d(x W) = dx W + x dW, with the x of the second term read from a materialised x^T, so that
+    # the transpose of this JVP (reverse mode: dW = x^T g) is a plain dot. A JVP rule rather
+    # than a VJP keeps forward mode (TRPO's Fisher-vector products: jvp of grad) working.
+    x, kernel = primals
+    dx, dkernel = tangents
+    y = x @ kernel
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(dx @ kernel)
+    if not isinstance(dkernel, SymbolicZero):
+        terms.append(_transposed_operand(x).T @ dkernel)
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+def linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel`` for ``x [..., d_in]`` and ``kernel [d_in, d_out]``, with every leading axis
+    of ``x`` flattened into one row axis so that the weight gradient is one 2-D dot (see
+    :func:`_transposed_operand` for why its operand is transposed explicitly). Same values
+    and derivatives of every order as ``x @ kernel``."""
+    chex.assert_rank(kernel, 2)
+    chex.assert_axis_dimension(x, -1, kernel.shape[0])
+    rows = x.reshape(-1, x.shape[-1])
+    return _matmul(rows, kernel).reshape(x.shape[:-1] + kernel.shape[1:])
+
+
+def _dense_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                       preferred_element_type=None):
+    """``flax.linen.Dense``'s ``dot_general`` (last axis of the inputs with the kernel's first)
+    computed by :func:`linear`; any other contraction goes to ``lax.dot_general``."""
+    if (dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())) and rhs.ndim == 2
+            and precision is None and preferred_element_type is None):
+        return linear(lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type)
+
+
 def dense(features: int, gain: float) -> nn.Dense:
-    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros)
+    return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros,
+                    dot_general=_dense_dot_general)
 
 
 class ActorCriticParams(NamedTuple):
@@ -108,7 +170,7 @@ class Conv3x3(nn.Module):
         h, w = x.shape[1] - 2, x.shape[2] - 2
         patches = jnp.concatenate([x[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)],
                                   axis=-1)  # [B, h, w, 9C] in the kernel's (row, col, C) order
-        return patches @ kernel.reshape(-1, self.features) + bias
+        return linear(patches, kernel.reshape(-1, self.features)) + bias
 
 
 class ConvEncoder(nn.Module):
