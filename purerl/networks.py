@@ -105,11 +105,15 @@ def linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """``x @ kernel`` for ``x [..., d_in]`` and ``kernel [d_in, d_out]``, with every leading axis
     of ``x`` flattened into one row axis so that the weight gradient is one 2-D dot (see
     :func:`_transposed_operand` for why its operand is transposed explicitly). Same values
-    and derivatives of every order as ``x @ kernel``."""
+    and derivatives of every order as ``x @ kernel``. A single output (a critic's value head)
+    keeps the plain product: its weight gradient ``x^T g`` is a matrix-vector product, which
+    XLA:CPU runs fast as it is (the transposed copy would cost more than it saves: PPO's
+    learning step 3% slower, measured)."""
     chex.assert_rank(kernel, 2)
     chex.assert_axis_dimension(x, -1, kernel.shape[0])
     rows = x.reshape(-1, x.shape[-1])
-    return _matmul(rows, kernel).reshape(x.shape[:-1] + kernel.shape[1:])
+    y = rows @ kernel if kernel.shape[1] == 1 else _matmul(rows, kernel)
+    return y.reshape(x.shape[:-1] + kernel.shape[1:])
 
 
 def _dense_dot_general(lhs, rhs, dimension_numbers, precision=None,

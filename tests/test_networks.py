@@ -18,9 +18,10 @@ def _data(shape, d_in=5, d_out=3, seed=0):
     return x, w, c
 
 
+@pytest.mark.parametrize("d_out", [3, 1])
 @pytest.mark.parametrize("shape", [(), (7,), (4, 6), (2, 3, 5)])
-def test_linear_value_and_gradients_match_closed_forms(shape):
-    x, w, c = _data(shape)
+def test_linear_value_and_gradients_match_closed_forms(shape, d_out):
+    x, w, c = _data(shape, d_out=d_out)
     y = jax.jit(networks.linear)(x, w)
     np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
 
