@@ -11,7 +11,9 @@ hit both sides alike. Timed: the run after compilation (``block_until_ready``), 
 in one compiled program on both sides, evaluation as light on both sides (PureJaxRL and the
 rejax runner evaluate at the end only; purerl runs with ``eval_every=0``: once, after the last
 update). Prints min / median run and compile times of both, the speed-up peer / purerl (of the
-medians) and the final returns, and appends one row per pairing to ``benchmarks/RESULTS.md``.
+medians) and the final returns -- for PPO also purerl's mean return of the training episodes of
+its last 10 updates, which is what PureJaxRL reports -- and appends one row per pairing to
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ PEERS = Path(os.environ.get("PEERS_DIR") or HERE.parent.parent / "shared" / "pee
 PAIRS: dict[str, dict] = {
     "ppo-purejaxrl": dict(
         algo="ppo", peer=["purejaxrl_run.py", "{peers}/purejaxrl"], steps=500_000,
+        peer_final="training",
         config=dict(env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4,
                     num_minibatches=4, lr=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95,
                     clip_eps=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
@@ -89,10 +92,16 @@ def worker(algo: str, config: dict, seeds: int) -> dict:
     _, metrics = jax.block_until_ready(compiled(keys))
     run_s = time.perf_counter() - t0
     finals = np.asarray(metrics["eval_return"])[:, -1]
+    # PureJaxRL's figure, computed the same way: the mean return of the training episodes that
+    # ended in the last 10 updates (episode_return is NaN for an update where none ended)
+    count = np.asarray(metrics["episode_count"])[:, -10:]
+    total = np.nansum(np.asarray(metrics["episode_return"])[:, -10:] * count, axis=1)
+    training = total / np.maximum(count.sum(axis=1), 1)
     return {"peer": "purerl", "algo": algo, "env": cfg.env, "seeds": seeds,
             "steps": cfg.total_timesteps, "compile_s": round(compile_s, 2),
             "run_s": round(run_s, 2), "final_return_mean": float(finals.mean()),
-            "finals": [round(float(x), 1) for x in finals]}
+            "finals": [round(float(x), 1) for x in finals],
+            "training_return_mean": float(training.mean())}
 
 
 def _last_json(out: str) -> dict:
@@ -157,11 +166,13 @@ def compare(name: str, seeds: int, repeats: int, steps: int | None) -> tuple[str
 
     (o_min, o_med), (p_min, p_med) = times(ours, "run_s"), times(theirs, "run_s")
     o_c, p_c = times(ours, "compile_s")[1], times(theirs, "compile_s")[1]
-    o_ret = statistics.mean(r["final_return_mean"] for r in ours)
+    o_ret = f'{statistics.mean(r["final_return_mean"] for r in ours):.1f}'
     p_ret = statistics.mean(r["final_return_mean"] for r in theirs)
+    if pair.get("peer_final") == "training":  # PureJaxRL reports training episodes only
+        o_ret += f' (training {statistics.mean(r["training_return_mean"] for r in ours):.1f})'
     row = (f"| {datetime.date.today()} | {_machine()} | {name} | {seeds} | {steps} | "
            f"{o_min:.2f} / {o_med:.2f} | {p_min:.2f} / {p_med:.2f} | **{p_med / o_med:.2f}x** | "
-           f"{o_c:.1f} | {p_c:.1f} | {o_ret:.1f} | {p_ret:.1f} |")
+           f"{o_c:.1f} | {p_c:.1f} | {o_ret} | {p_ret:.1f} |")
     return row, {"purerl": ours, "peer": theirs}
 
 

@@ -15,6 +15,9 @@ analysis (FLOPs, bytes accessed) of one iteration:
 * ``shuffle``: one epoch's minibatch permutation of the ``num_envs * num_steps`` batch, by
   ``purerl.optim.random_permutation`` (what ``learn`` uses) and by ``jax.random.permutation``;
 * ``learn``: ``ppo.learn`` (``update_epochs`` x ``num_minibatches`` Adam steps);
+* ``nets``: the networks alone inside ``learn``: the actor's and the critic's forward and
+  backward pass on one minibatch, as many times as ``learn`` takes Adam steps (no loss, no
+  clipping, no Adam: the floor of ``learn`` for these networks);
 * ``update``: one whole ``update`` (all of the above plus bookkeeping).
 
 Each piece's input is perturbed by its own previous output, so that XLA cannot hoist the work
@@ -71,7 +74,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--pieces", default="act,env,rollout,batch,shuffle,learn,update")
+    p.add_argument("--pieces", default="act,env,rollout,batch,shuffle,learn,nets,update")
     args = p.parse_args(argv)
 
     pair = PAIRS["ppo-purejaxrl"]
@@ -150,6 +153,23 @@ def main(argv=None) -> None:
             return ppo.learn(nets, cfg, st, b, k)[0], key, b
         results.append(time_piece("learn (epochs x minibatches)", learn_piece,
                                   (state, keys, batch0), args.iters, args.repeats, args.seeds))
+    if "nets" in pieces:
+        steps = cfg.update_epochs * cfg.num_minibatches
+        rows = T * E // cfg.num_minibatches
+        obs_mb = traj0.obs.reshape((args.seeds, -1) + spec.obs_shape)[:, :rows]
+
+        def outputs(params, obs):
+            dist = nets.actor.apply(params.actor, obs)
+            return sum(jnp.sum(x) for x in jax.tree.leaves(dist)) + jnp.sum(
+                nets.critic.apply(params.critic, obs))
+
+        def nets_piece(c):
+            def step(params, _):
+                grads = jax.grad(outputs)(params, c[1])
+                return jax.tree.map(lambda p, g: p + 1e-30 * g, params, grads), None
+            return jax.lax.scan(step, c[0], None, steps)[0], c[1]
+        results.append(time_piece(f"nets (forward + backward x{steps})", nets_piece,
+                                  (state.params, obs_mb), args.iters, args.repeats, args.seeds))
     if "update" in pieces:
         results.append(time_piece("update (whole)", lambda st: agent.update(st)[0], state,
                                   args.iters, args.repeats, args.seeds))
