@@ -40,8 +40,8 @@ PAIRS: dict[str, dict] = {
         peer_final="training",
         config=dict(env="CartPole-v1", num_envs=4, num_steps=128, update_epochs=4,
                     num_minibatches=4, lr=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95,
-                    clip_eps=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
-                    activation="tanh", hidden_sizes=(64, 64))),
+                    clip_eps=0.2, clip_value=True, ent_coef=0.01, vf_coef=0.5,
+                    max_grad_norm=0.5, activation="tanh", hidden_sizes=(64, 64))),
     "sac-rejax": dict(
         algo="sac", peer=["rejax_run.py", "{peers}/rejax-configs/pendulum.yaml", "sac"],
         steps=10_000,
