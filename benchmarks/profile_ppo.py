@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import purerl  # noqa: E402
-from purerl import envs, optim, ppo, rollout  # noqa: E402
+from purerl import envs, optim, ppo, prng, rollout  # noqa: E402
 from peers import PAIRS  # noqa: E402
 
 
@@ -84,7 +84,8 @@ def main(argv=None) -> None:
     env = envs.make(cfg.env)
     spec = env.spec
     nets = ppo.make_nets(cfg, spec)  # the agent's networks (same modules, same parameters)
-    keys = jax.random.split(jax.random.key(0), args.seeds)
+    # the trainer's own generator (purerl.prng), for the pieces that draw from these keys
+    keys = prng.unrolled(jax.random.split(jax.random.key(0), args.seeds))
     state = jax.vmap(agent.init)(keys)
     pieces = args.pieces.split(",")
     T, E = cfg.num_steps, cfg.num_envs

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purerl
-from purerl import loop
+from purerl import loop, prng
 
 if TYPE_CHECKING:
     from purerl import rollout
@@ -168,7 +168,8 @@ def save(run_dir: str | os.PathLike, config: Any, state: Any,
     try:
         checkpointer = ocp.StandardCheckpointer()
         try:
-            item = {"state": state, "metrics": metrics} if metrics else {"state": state}
+            stored = prng.to_default(state)  # orbax restores typed keys by generator name
+            item = {"state": stored, "metrics": metrics} if metrics else {"state": stored}
             checkpointer.save(tmp / _STATE, item)
             checkpointer.wait_until_finished()
         finally:
@@ -544,10 +545,10 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
 
     checkpointer = ocp.StandardCheckpointer()
     try:
-        placed = _placed(target, sharding)
+        placed = _placed(prng.to_default(target), sharding)
         item = checkpointer.restore(ckpt.resolve() / _STATE, {"state": placed, "metrics":
                                                               metric_target} if metric_target
-                                    else {"state": target})
+                                    else {"state": prng.to_default(target)})
     except Exception as e:  # orbax raises many kinds; all mean "unreadable"
         detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise CheckpointError(f"orbax-checkpoint could not read checkpoint {ckpt} although its "
@@ -555,7 +556,7 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
                               "orbax-checkpoint version purerl requires (>=0.12,<0.13)") from None
     finally:
         checkpointer.close()
-    state = item["state"]
+    state = prng.to_unrolled(item["state"])
     metrics = {k: np.asarray(v) for k, v in item.get("metrics", {}).items()}
 
     if wanted is not saved:

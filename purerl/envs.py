@@ -27,7 +27,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 
-from purerl import playground, probes
+from purerl import playground, prng, probes
 from purerl.spaces import EnvSpec
 
 __all__ = ["Env", "EnvSpec", "EnvState", "Step", "make", "make_env", "registered", "reset",
@@ -163,6 +163,9 @@ def _spec(name: str, env, params) -> EnvSpec:
 
 
 def reset(env, env_params, key: chex.PRNGKey, num_envs: int) -> EnvState:
+    # keys an environment keeps in its state (MuJoCo Playground's) are then of the same
+    # generator as the training key's, whichever key started the run (purerl.prng)
+    key = prng.unrolled(key)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(key, num_envs), env_params)
     zeros = jnp.zeros((num_envs,), jnp.float32)
@@ -180,8 +183,8 @@ def step(env, env_params, key: chex.PRNGKey, state: EnvState, action: jax.Array,
         action = action.astype(jnp.result_type(float))
     obs, env_state, reward, terminated, truncated, info = jax.vmap(
         env.step, in_axes=(0, 0, 0, None))(
-        jax.random.split(key, num_envs) if keys is None else keys, state.env_state, action,
-        env_params)
+        jax.random.split(prng.unrolled(key), num_envs) if keys is None else prng.unrolled(keys),
+        state.env_state, action, env_params)
     reward = reward.astype(jnp.float32)
     terminated = terminated.astype(bool)
     truncated = jnp.logical_and(truncated.astype(bool), ~terminated)

@@ -1,0 +1,141 @@
+"""Threefry-2x32 keys whose hash compiles to one fused kernel on every backend.
+
+JAX lowers its Threefry-2x32 hash (Salmon et al. 2011, "Parallel random numbers: as easy as
+1, 2, 3", section 3) differently per backend: on GPU as 20 unrolled rounds, which XLA fuses into
+one elementwise kernel; on CPU as a ``while`` loop of five 4-round steps, to keep compilation
+short. Inside a training loop every ``split``, ``fold_in`` and draw then runs its own loop of
+about 80 tiny operations: a rolled ``jax.random.split`` costs ~1.1 us on the 2-core CPU of
+``benchmarks/RESULTS.md`` against 0.06 us unrolled, and a PPO rollout step (key splits, the
+categorical sample, gymnax's auto-reset draw) executes about 500 operations instead of 32.
+
+:data:`THREEFRY` is a PRNG implementation with the *same* generator -- key layout, ``split``,
+``fold_in`` and ``random_bits`` equal to ``jax.random``'s default ``threefry2x32`` bit for bit
+(``jax_threefry_partitionable`` mode, JAX's default) -- whose hash is written out unrolled in
+``jax.numpy``. :func:`unrolled` re-wraps a default key's data as such a key; every trainer's
+:class:`purerl.loop.RunState` does so for its training key, so results are those of the
+default generator and only the compiled program changes. Keys of any other implementation
+(``rbg``, ``unsafe_rbg``, custom ones) are left as they are.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+
+# Threefry-2x32-20's rotation constants (Salmon et al. 2011, table 4), used in turn by the
+# five groups of four rounds, and the key-schedule parity constant C240.
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_PARITY = np.uint32(0x1BD11BDA)
+
+
+def _rotate_left(x: jax.Array, r: int) -> jax.Array:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def threefry2x32(key: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The Threefry-2x32 hash with 20 rounds of the counter pair ``(x0, x1)`` (uint32 arrays of
+    one shape) under ``key`` (uint32 ``[2]``).
+
+    With the key schedule ``k = (k0, k1, k0 ^ k1 ^ C240)``, after ``x += (k0, k1)`` each of five
+    groups ``g = 0..4`` applies four rounds ``x0 += x1; x1 = rotl(x1, R) ^ x0`` and injects
+    ``x0 += k[(g + 1) % 3]``, ``x1 += k[(g + 2) % 3] + g + 1``.
+    """
+    k = (key[0], key[1], key[0] ^ key[1] ^ _PARITY)
+    x0, x1 = x0 + k[0], x1 + k[1]
+    for group in range(5):
+        for r in _ROTATIONS[group % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, r) ^ x0
+        x0 = x0 + k[(group + 1) % 3]
+        x1 = x1 + k[(group + 2) % 3] + np.uint32(group + 1)
+    return x0, x1
+
+
+def _counters(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """The flat index of every position of ``shape`` as a 64-bit counter (high, low words)."""
+    size = int(np.prod(shape, dtype=np.int64))
+    if size >= 2 ** 32:
+        raise ValueError(f"purerl.prng: {size} random values in one draw exceed 2^32")
+    low = jax.lax.iota(jnp.uint32, size).reshape(shape)
+    return jnp.zeros(shape, jnp.uint32), low
+
+
+def _seed(seed: jax.Array) -> jax.Array:
+    return jax.random.key_data(jax.random.key(seed, impl="threefry2x32"))
+
+
+def _split(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    bits0, bits1 = threefry2x32(key, *_counters(tuple(shape)))
+    return jnp.stack([bits0, bits1], axis=-1)
+
+
+def _fold_in(key: jax.Array, data: jax.Array) -> jax.Array:
+    # the hash of the counter pair (0, data): a uint32 datum as a 64-bit seed
+    data = jnp.asarray(data).astype(jnp.uint32).reshape(1)
+    bits0, bits1 = threefry2x32(key, jnp.zeros_like(data), data)
+    return jnp.concatenate([bits0, bits1])
+
+
+def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
+    bits0, bits1 = threefry2x32(key, *_counters(tuple(shape)))
+    if bit_width == 64:
+        return (bits0.astype(jnp.uint64) << np.uint64(32)) | bits1.astype(jnp.uint64)
+    dtype = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32}[bit_width]
+    return (bits0 ^ bits1).astype(dtype)
+
+
+THREEFRY = jax.extend.random.define_prng_impl(
+    key_shape=(2,), seed=_seed, split=_split, random_bits=_random_bits, fold_in=_fold_in,
+    name="purerl_threefry2x32", tag="fry")
+"""``jax.random``'s ``threefry2x32`` generator with the hash unrolled (see the module doc)."""
+
+
+def unrolled(key: jax.Array) -> jax.Array:
+    """``key`` as a :data:`THREEFRY` key holding the same data, where it is a default
+    ``threefry2x32`` key (typed, or a raw ``uint32[..., 2]`` array) and JAX runs in its default
+    ``jax_threefry_partitionable`` mode (under the other mode the two generators differ);
+    otherwise ``key`` unchanged."""
+    if not jax.config.jax_threefry_partitionable:
+        return key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if str(jax.random.key_impl(key)) != "threefry2x32":
+            return key
+        key = jax.random.key_data(key)
+    elif key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+        return key
+    return jax.random.wrap_key_data(key, impl=THREEFRY)
+
+
+
+def _key_dtype(impl) -> jax.typing.DTypeLike:
+    return jax.eval_shape(lambda: jax.random.key(0, impl=impl)).dtype
+
+
+def _rewrap(tree, src, dst):
+    """Every typed key of generator ``src`` in ``tree`` (arrays or ``jax.ShapeDtypeStruct``)
+    as one of generator ``dst`` holding the same data."""
+    src_dtype, dst_dtype = _key_dtype(src), _key_dtype(dst)
+
+    def one(x):
+        if getattr(x, "dtype", None) != src_dtype:
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(x.shape, dst_dtype, sharding=x.sharding)
+        return jax.random.wrap_key_data(jax.random.key_data(x), impl=dst)
+
+    return jax.tree.map(one, tree)
+
+
+def to_default(tree):
+    """``tree`` with every :data:`THREEFRY` key (array or ``jax.ShapeDtypeStruct``) as a
+    default ``threefry2x32`` key of the same data: what a checkpoint stores, since
+    orbax-checkpoint restores typed keys by the name of a generator JAX knows."""
+    return _rewrap(tree, THREEFRY, "threefry2x32")
+
+
+def to_unrolled(tree):
+    """``tree`` with every default ``threefry2x32`` key as a :data:`THREEFRY` key; the inverse
+    of :func:`to_default`."""
+    return _rewrap(tree, "threefry2x32", THREEFRY)
