@@ -12,8 +12,9 @@ categorical sample, gymnax's auto-reset draw) executes about 500 operations inst
 ``fold_in`` and ``random_bits`` equal to ``jax.random``'s default ``threefry2x32`` bit for bit
 (``jax_threefry_partitionable`` mode, JAX's default) -- whose hash is written out unrolled in
 ``jax.numpy``. :func:`unrolled` re-wraps a default key's data as such a key; every trainer's
-:class:`purerl.loop.RunState` does so for its training key, so results are those of the
-default generator and only the compiled program changes. Keys of any other implementation
+:class:`purerl.loop.RunState` does so for its training key, and :mod:`purerl.envs` for the
+keys it resets and steps environments with (an environment may keep keys in its state), so
+results are those of the default generator and only the compiled program changes. Keys of any other implementation
 (``rbg``, ``unsafe_rbg``, custom ones) are left as they are.
 """
 
@@ -106,7 +107,6 @@ def unrolled(key: jax.Array) -> jax.Array:
     elif key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
         return key
     return jax.random.wrap_key_data(key, impl=THREEFRY)
-
 
 
 def _key_dtype(impl) -> jax.typing.DTypeLike:
