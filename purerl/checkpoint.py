@@ -545,10 +545,10 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
 
     checkpointer = ocp.StandardCheckpointer()
     try:
-        placed = _placed(prng.to_default(target), sharding)
-        item = checkpointer.restore(ckpt.resolve() / _STATE, {"state": placed, "metrics":
-                                                              metric_target} if metric_target
-                                    else {"state": prng.to_default(target)})
+        stored = prng.to_default(target)  # as save wrote it
+        item = checkpointer.restore(ckpt.resolve() / _STATE, {
+            "state": _placed(stored, sharding), "metrics": metric_target} if metric_target
+            else {"state": stored})
     except Exception as e:  # orbax raises many kinds; all mean "unreadable"
         detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise CheckpointError(f"orbax-checkpoint could not read checkpoint {ckpt} although its "

@@ -14,11 +14,13 @@ categorical sample, gymnax's auto-reset draw) executes about 500 operations inst
 ``jax.numpy``. :func:`unrolled` re-wraps a default key's data as such a key; every trainer's
 :class:`purerl.loop.RunState` does so for its training key, and :mod:`purerl.envs` for the
 keys it resets and steps environments with (an environment may keep keys in its state), so
-results are those of the default generator and only the compiled program changes. Keys of any other implementation
-(``rbg``, ``unsafe_rbg``, custom ones) are left as they are.
+results are those of the default generator and only the compiled program changes. Keys of any
+other implementation (``rbg``, ``unsafe_rbg``, custom ones) are left as they are.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.extend
@@ -93,6 +95,11 @@ THREEFRY = jax.extend.random.define_prng_impl(
 """``jax.random``'s ``threefry2x32`` generator with the hash unrolled (see the module doc)."""
 
 
+@functools.lru_cache(maxsize=None)
+def _key_dtype(impl) -> jax.typing.DTypeLike:
+    return jax.eval_shape(lambda: jax.random.key(0, impl=impl)).dtype
+
+
 def unrolled(key: jax.Array) -> jax.Array:
     """``key`` as a :data:`THREEFRY` key holding the same data, where it is a default
     ``threefry2x32`` key (typed, or a raw ``uint32[..., 2]`` array) and JAX runs in its default
@@ -101,7 +108,7 @@ def unrolled(key: jax.Array) -> jax.Array:
     if not jax.config.jax_threefry_partitionable:
         return key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if str(jax.random.key_impl(key)) != "threefry2x32":
+        if key.dtype != _key_dtype("threefry2x32"):
             return key
         key = jax.random.key_data(key)
     elif key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
@@ -109,33 +116,26 @@ def unrolled(key: jax.Array) -> jax.Array:
     return jax.random.wrap_key_data(key, impl=THREEFRY)
 
 
-def _key_dtype(impl) -> jax.typing.DTypeLike:
-    return jax.eval_shape(lambda: jax.random.key(0, impl=impl)).dtype
-
-
-def _rewrap(tree, src, dst):
-    """Every typed key of generator ``src`` in ``tree`` (arrays or ``jax.ShapeDtypeStruct``)
-    as one of generator ``dst`` holding the same data."""
-    src_dtype, dst_dtype = _key_dtype(src), _key_dtype(dst)
-
-    def one(x):
-        if getattr(x, "dtype", None) != src_dtype:
-            return x
-        if isinstance(x, jax.ShapeDtypeStruct):
-            return jax.ShapeDtypeStruct(x.shape, dst_dtype, sharding=x.sharding)
-        return jax.random.wrap_key_data(jax.random.key_data(x), impl=dst)
-
-    return jax.tree.map(one, tree)
-
-
 def to_default(tree):
     """``tree`` with every :data:`THREEFRY` key (array or ``jax.ShapeDtypeStruct``) as a
     default ``threefry2x32`` key of the same data: what a checkpoint stores, since
     orbax-checkpoint restores typed keys by the name of a generator JAX knows."""
-    return _rewrap(tree, THREEFRY, "threefry2x32")
+    fast, default = _key_dtype(THREEFRY), _key_dtype("threefry2x32")
+
+    def one(x):
+        if getattr(x, "dtype", None) != fast:
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(x.shape, default, sharding=x.sharding)
+        return jax.random.wrap_key_data(jax.random.key_data(x), impl="threefry2x32")
+
+    return jax.tree.map(one, tree)
 
 
 def to_unrolled(tree):
-    """``tree`` with every default ``threefry2x32`` key as a :data:`THREEFRY` key; the inverse
-    of :func:`to_default`."""
-    return _rewrap(tree, "threefry2x32", THREEFRY)
+    """``tree`` with every typed default ``threefry2x32`` key converted by :func:`unrolled`
+    (raw ``uint32`` arrays are left alone: in a tree they need not be keys); the inverse of
+    :func:`to_default` wherever :func:`unrolled` converts."""
+    default = _key_dtype("threefry2x32")
+    return jax.tree.map(lambda x: unrolled(x) if getattr(x, "dtype", None) == default else x,
+                        tree)

@@ -88,6 +88,8 @@ def test_unrolled_keeps_the_default_generator_when_jax_is_not_partitionable():
     key = jax.random.key(0)
     with jax.threefry_partitionable(False):
         assert prng.unrolled(key) is key
+        # nor does a restored checkpoint's state turn unrolled there (its run drew default keys)
+        assert prng.to_unrolled({"key": key})["key"] is key
     assert prng.unrolled(key) is not key
 
 
