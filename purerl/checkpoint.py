@@ -545,10 +545,10 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
 
     checkpointer = ocp.StandardCheckpointer()
     try:
-        stored = prng.to_default(target)  # as save wrote it
-        item = checkpointer.restore(ckpt.resolve() / _STATE, {
-            "state": _placed(stored, sharding), "metrics": metric_target} if metric_target
-            else {"state": stored})
+        wanted_item = {"state": _placed(prng.to_default(target), sharding)}  # as save wrote it
+        if metric_target:  # save was given no metrics
+            wanted_item["metrics"] = metric_target
+        item = checkpointer.restore(ckpt.resolve() / _STATE, wanted_item)
     except Exception as e:  # orbax raises many kinds; all mean "unreadable"
         detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise CheckpointError(f"orbax-checkpoint could not read checkpoint {ckpt} although its "

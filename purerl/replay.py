@@ -38,7 +38,9 @@ class ReplayBuffer:
 
     @property
     def capacity(self) -> int:
-        return jax.tree.leaves(self.data)[0].shape[0]
+        """Slots per buffer, also of a stacked (e.g. every seed's) buffer, whose leading axes
+        are those of ``position``."""
+        return jax.tree.leaves(self.data)[0].shape[jnp.ndim(self.position)]
 
 
 def example_transition(spec: Any) -> Transition:

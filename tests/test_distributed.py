@@ -111,6 +111,13 @@ def _seeds(out: Path) -> None:
         report["no_pad_error"] = str(e)
     np.savez(out.with_suffix(".npz"), *jax.tree.leaves(distributed.gather(
         (sharded[0].params, sharded[1]))))
+    # saved without metrics, restored onto the 4 devices: each seed back where it was
+    from purerl import checkpoint
+
+    checkpoint.save(out.parent / "ckpt", cfg["ppo"], sharded[0])
+    restored = distributed.restore(out.parent / "ckpt").state
+    report["restored"] = _max_diff(sharded[0].params, restored.params)
+    report["restored_sharding"] = str(jax.tree.leaves(restored.params)[0].sharding.spec)
 
     grid = {"lr": jnp.array([1e-3, 3e-4, 1e-2, 2e-3]),
             "ent_coef": jnp.array([0.0, 0.01, 0.02, 0.0])}
@@ -221,6 +228,12 @@ def test_sharded_seeds_equal_the_unsharded_vmap_for_ppo_and_sac(results):
     report, _ = results
     assert report["ppo_seeds"] <= TOL and report["sac_seeds"] <= TOL, report
     assert report["ppo_seeds_sharding"] == "P('seed',)"  # each device holds its seeds
+
+
+def test_a_checkpoint_saved_without_metrics_restores_onto_the_mesh(results):
+    report, _ = results
+    assert report["restored"] == 0.0, report
+    assert report["restored_sharding"] == "P('seed',)"
 
 
 def test_sharded_grid_equals_the_unsharded_grid(results):

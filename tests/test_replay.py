@@ -46,6 +46,16 @@ def test_example_transition_is_shaped_for_the_spec(spec, action_shape, action_dt
     assert (buf.data.action.shape, buf.data.action.dtype) == ((5,) + action_shape, action_dtype)
 
 
+def test_capacity_of_one_and_of_stacked_buffers():
+    """Every seed's buffer stacked (a vmapped init, as a restored checkpoint holds) has the
+    capacity of one buffer, not the seed count."""
+    one = replay.init(5, example())
+    stacked = jax.vmap(lambda _: replay.init(5, example()))(jnp.arange(3))
+    assert stacked.data.obs.shape == (3, 5, 3)
+    assert one.capacity == stacked.capacity == 5
+    assert jax.vmap(lambda b: jnp.zeros(b.capacity))(stacked).shape == (3, 5)
+
+
 def test_add_wraps_around_when_num_envs_does_not_divide_capacity():
     capacity, n = 10, 3  # 3 does not divide 10
     buf = replay.init(capacity, example())
