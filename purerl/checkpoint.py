@@ -546,7 +546,7 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
     checkpointer = ocp.StandardCheckpointer()
     try:
         wanted_item = {"state": _placed(prng.to_default(target), sharding)}  # as save wrote it
-        if metric_target:  # save was given no metrics
+        if metric_target:  # none when save was given no metrics
             wanted_item["metrics"] = metric_target
         item = checkpointer.restore(ckpt.resolve() / _STATE, wanted_item)
     except Exception as e:  # orbax raises many kinds; all mean "unreadable"
