@@ -1,8 +1,6 @@
 """``python -m purerl``: the command line (see :mod:`purerl.cli`)."""
 
-import sys
-
-from purerl.cli import main
+from purerl.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -26,32 +26,38 @@ before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import purerl
-from purerl import loop, prng
+from purerl import loop, prng, rundir
 
 if TYPE_CHECKING:
     from purerl import rollout
 
-__all__ = ["CHECKPOINTS", "METADATA", "CheckpointError", "LoadedRun", "checkpoints",
-           "find", "fingerprint", "latest", "load", "restore", "save"]
+__all__ = ["CHECKPOINTS", "METADATA", "CheckpointError", "CheckpointWriteError", "LoadedRun",
+           "checkpoints", "find", "fingerprint", "latest", "load", "remove_incomplete", "restore",
+           "save"]
 
 CHECKPOINTS = "checkpoints"  # the run directory's subdirectory of checkpoints
 METADATA = "purerl_checkpoint.json"  # present only in a complete checkpoint
 FORMAT = 1  # version of the checkpoint layout written here
 _STATE = "state"
+_TMP = ".tmp-"  # hidden temporary folders: a save in progress, a checkpoint being removed
 _EVAL_KEY = 0xE7A1  # loop.make_evaluate's fold-in: the key of the trainer's own evaluations
 
 
@@ -161,19 +167,23 @@ def save(run_dir: str | os.PathLike, config: Any, state: Any,
                              "updates")
     root = Path(run_dir).resolve() / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a process killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{done}-{uuid.uuid4().hex[:8]}"
+    remove_incomplete(run_dir)
+    tmp = _temporary(root, str(done))
     tmp.mkdir()
     try:
         checkpointer = ocp.StandardCheckpointer()
         try:
-            stored = prng.to_default(state)  # orbax restores typed keys by generator name
+            # orbax restores typed keys by generator name, and refuses zero-size arrays
+            stored = _storable(prng.to_default(state))
             item = {"state": stored, "metrics": metrics} if metrics else {"state": stored}
-            checkpointer.save(tmp / _STATE, item)
-            checkpointer.wait_until_finished()
+            with _orbax_errors_raised_not_logged():
+                checkpointer.save(tmp / _STATE, item)
+                checkpointer.wait_until_finished()
+        except Exception as e:  # orbax reports a full disk as a ValueError, among others
+            raise _write_error(e, tmp) from None
         finally:
             checkpointer.close()
+        rundir.pause_point("save")  # the state is written, the metadata not yet
         meta = {
             "format": FORMAT,
             "algo": config.algo,
@@ -195,18 +205,119 @@ def save(run_dir: str | os.PathLike, config: Any, state: Any,
             os.fsync(f.fileno())
         final = root / str(done)
         if final.exists():  # e.g. a run resumed from an earlier checkpoint: replace it
-            old = root / f".tmp-old-{done}-{uuid.uuid4().hex[:8]}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+            _remove(final)
+        tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for _, path in checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
     return final
+
+
+def _temporary(root: Path, tag: str) -> Path:
+    """A hidden name in ``root`` that says which process made it (see remove_incomplete)."""
+    return root / f"{_TMP}{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _remove(ckpt: Path) -> None:
+    """Remove a checkpoint by first renaming it out of the numbered names (one atomic step), so
+    a process killed while deleting its files never leaves a numbered folder that holds part of
+    a checkpoint: what is left is a hidden temporary folder, removed by a later save."""
+    doomed = _temporary(ckpt.parent, "old")
+    try:
+        ckpt.rename(doomed)
+    except FileNotFoundError:  # removed meanwhile
+        return
+    rundir.pause_point("prune")
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_incomplete(run_dir: str | os.PathLike, every_process: bool = False) -> None:
+    """Remove what a process killed while saving or pruning left in ``RUN_DIR/checkpoints``: the
+    hidden temporary folders of processes that are no longer running (of every process with
+    ``every_process``, for a caller holding the run directory's lock), and numbered folders
+    without the metadata file (an interrupted delete by purerl before 0.1.1 removed the metadata
+    first). Neither is ever restored; this only frees their space."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if path.name.startswith(_TMP):
+            parts = path.name.rsplit("-", 2)
+            pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+            if every_process or pid is None or pid == os.getpid() or not _alive(pid):
+                shutil.rmtree(path, ignore_errors=True)
+        elif path.name.isdigit() and path.is_dir() and not (path / METADATA).exists():
+            _remove(path)
+
+
+@contextlib.contextmanager
+def _orbax_errors_raised_not_logged() -> Iterator[None]:
+    """orbax's save threads log a failure (e.g. a full disk) with its whole traceback through
+    absl before the save raises it; the raised error is reported (CheckpointWriteError), so
+    the log would only repeat it as a hundred lines."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a read-only or vanished directory); its
+    temporary folder is removed and the run's earlier checkpoints are untouched."""
+
+
+def _write_error(error: Exception, tmp: Path) -> OSError:
+    """The OSError behind an orbax save failure, as one line with its errno where known."""
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    found = re.search(r"os_error_code='?(\d+)", text)
+    if found:
+        code = int(found.group(1))
+        return CheckpointWriteError(code, os.strerror(code), str(tmp))
+    first = text.splitlines()[0] if text else type(error).__name__
+    return CheckpointWriteError(0, f"orbax-checkpoint could not write it ({first})", str(tmp))
+
+
+def _storable(tree: Any) -> Any:
+    """``tree`` with every zero-size leaf (e.g. a Playground state's empty ``data.act`` when the
+    model has no actuator of that kind) replaced by a scalar of its dtype: orbax refuses to save
+    zero-size arrays, and they hold nothing. :func:`_rebuild` restores their shapes. Abstract
+    leaves (a restore target) get an abstract scalar on the same devices."""
+    def one(x):
+        if math.prod(np.shape(x)) != 0:
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct((), x.dtype, sharding=x.sharding)
+        return np.zeros((), x.dtype)
+
+    return jax.tree.map(one, tree)
+
+
+def _rebuild(restored: Any, target: Any) -> Any:
+    """The zero-size leaves of ``target`` (abstract, placed) as empty arrays again."""
+    def one(x, t):
+        if math.prod(t.shape) != 0:
+            return x
+        empty = np.zeros(t.shape, t.dtype)
+        return jax.device_put(empty, t.sharding) if t.sharding is not None else empty
+
+    return jax.tree.map(one, restored, target)
 
 
 # ---------------------------------------------------------------------------- restoring
@@ -506,9 +617,27 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
     whole arrays, so a state saved sharded over any number of devices restores onto any other
     (:func:`purerl.distributed.restore`). Raises :class:`CheckpointError` (one line) for every
     problem, before reading any array."""
+    for attempt in range(5):
+        ckpt = find(path)
+        try:
+            return _restore(ckpt, path, config, algo, total_timesteps, sharding)
+        except CheckpointError:
+            if (ckpt / METADATA).is_file():
+                raise
+            # removed while it was read: a process still training this run pruned it (--keep)
+            if ckpt == Path(path) or attempt == 4:
+                raise CheckpointError(f"checkpoint {ckpt} was removed while it was being read "
+                                      "(the run is still training and keeps only its newest "
+                                      "checkpoints: --keep); read the run directory again to "
+                                      "get its newest one") from None
+    raise AssertionError("unreachable")
+
+
+def _restore(ckpt: Path, path: str | os.PathLike, config: Any, algo: str | None,
+             total_timesteps: int | None, sharding: Any) -> LoadedRun:
+    """:func:`restore` of the checkpoint directory ``ckpt`` (found from ``path``)."""
     from purerl.config import BaseConfig
 
-    ckpt = find(path)
     meta = read_metadata(ckpt)
     if algo is not None and algo != meta["algo"]:
         raise CheckpointError(f"{path} is a {meta['algo']} run, not a {algo} run; restore it as "
@@ -543,9 +672,10 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
                      for name, (dtype, shape) in meta["metrics"].items()}
     import orbax.checkpoint as ocp
 
+    placed = _placed(prng.to_default(target), sharding)
     checkpointer = ocp.StandardCheckpointer()
     try:
-        wanted_item = {"state": _placed(prng.to_default(target), sharding)}  # as save wrote it
+        wanted_item = {"state": _storable(placed)}  # as save wrote it
         if metric_target:  # none when save was given no metrics
             wanted_item["metrics"] = metric_target
         item = checkpointer.restore(ckpt.resolve() / _STATE, wanted_item)
@@ -556,7 +686,7 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
                               "orbax-checkpoint version purerl requires (>=0.12,<0.13)") from None
     finally:
         checkpointer.close()
-    state = prng.to_unrolled(item["state"])
+    state = prng.to_unrolled(_rebuild(item["state"], placed))
     metrics = {k: np.asarray(v) for k, v in item.get("metrics", {}).items()}
 
     if wanted is not saved:

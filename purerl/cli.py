@@ -18,22 +18,28 @@ line naming the update and exits 3 (its checkpoints are all finite).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import json
 import os
 import re
+import shutil
+import signal
 import sys
+import textwrap
+import threading
 import time
 import typing
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
 import purerl
-from purerl import checkpoint, distributed, loggers, loop
+from purerl import checkpoint, distributed, loggers, loop, rundir
 from purerl import config as config_lib
 
 Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
@@ -156,20 +162,27 @@ def as_lists(a: np.ndarray) -> list:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n")
+    """``obj`` as indented JSON, written atomically (:func:`purerl.rundir.write_atomic`)."""
+    rundir.write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def write_csv(path: Path, metrics: Metrics) -> None:
-    """Long format: one row per (seed, update), ``update`` counted from 0; NaN is empty."""
+    """Long format: one row per (seed, update), ``update`` counted from 0; NaN is empty.
+    Written atomically: a full disk never leaves a file cut mid-row."""
     names = sorted(k for k in metrics if k != "env_steps")
     columns = [as_lists(metrics[k]) for k in ("env_steps", *names)]
     seeds, updates = metrics["env_steps"].shape
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["seed", "update", "env_steps", *names])
-        for s in range(seeds):
-            for u in range(updates):
-                writer.writerow([s, u, *("" if c[s][u] is None else c[s][u] for c in columns)])
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["seed", "update", "env_steps", *names])
+            for s in range(seeds):
+                for u in range(updates):
+                    writer.writerow([s, u, *("" if c[s][u] is None else c[s][u]
+                                             for c in columns)])
+
+    rundir.write_atomic(path, write)
 
 
 def plot_learning_curve(path: Path, metrics: Metrics, title: str) -> None:
@@ -196,7 +209,7 @@ def plot_learning_curve(path: Path, metrics: Metrics, title: str) -> None:
     ax.set(title=title, xlabel="environment steps (per seed)", ylabel="return")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    fig.savefig(path, dpi=120)
+    rundir.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def _mean(x: np.ndarray) -> str:
@@ -260,6 +273,11 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
         overrides["total_timesteps"] = total
     config = module.Config.from_dict(overrides)
     agent = module.make_agent(config)
+    if "eval_every" not in set_values:
+        config, note = _enough_evaluations(config, agent.num_updates)
+        if note:
+            agent = module.make_agent(config)
+            print(note, file=sys.stderr)
     memory.check(agent, args.seeds, what=f"{args.algo} on {config.env}", seeds_name="--seeds")
     run_dir = _new_run_dir(Path(args.out), args.name, args.algo, config.env)
     if args.no_preset:
@@ -273,8 +291,31 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
         print(f"preset {preset.name}" + (f" (reaches {measured.summary()})" if measured else "")
               + ("; --set / --total-timesteps override it" if args.set or args.total_timesteps
                  else ""), file=sys.stderr)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        if preset.caveat:
+            print(f"note: {preset.caveat}", file=sys.stderr)
     return config, agent, run_dir, preset.name if preset else None
+
+
+MIN_EVALUATIONS = 10  # a CLI run evaluates at least this often unless --set eval_every says
+
+
+def _enough_evaluations(config: Any, num_updates: int) -> tuple[Any, str | None]:
+    """``config`` with ``eval_every`` lowered so the run evaluates about
+    :data:`MIN_EVALUATIONS` times along the way (a preset's interval is chosen for its own
+    budget, so a shorter ``--total-timesteps`` would otherwise evaluate only after the last
+    update), and the note saying so; unchanged (note None) when it already does."""
+    every = config.eval_every
+    if every and num_updates // every >= MIN_EVALUATIONS:
+        return config, None
+    new = max(1, num_updates // MIN_EVALUATIONS)
+    if new == every:
+        return config, None
+    was = "only after the last update" if not every else \
+        f"{num_updates // every} time(s) along the way"
+    return config.replace(eval_every=new), (
+        f"evaluating every {new} updates ({num_updates // new} evaluations): eval_every="
+        f"{every} would evaluate {was} in these {num_updates} updates (--set eval_every=N "
+        "chooses)")
 
 
 def _agree(flag: str, value: Any, key: str, set_values: dict[str, Any]) -> Any:
@@ -295,8 +336,7 @@ def _check_name(name: str) -> None:
 
 
 # what a run directory holds once 'purerl train' has used it
-RUN_OUTPUTS = ("config.json", "metrics.json", "metrics.csv", "summary.txt",
-               "learning_curve.png", checkpoint.CHECKPOINTS, "tensorboard", "wandb")
+RUN_OUTPUTS = ("config.json", *rundir.RESULTS, checkpoint.CHECKPOINTS, "tensorboard", "wandb")
 
 
 def _new_run_dir(out: Path, name: str | None, algo: str, env: str) -> Path:
@@ -310,17 +350,24 @@ def _new_run_dir(out: Path, name: str | None, algo: str, env: str) -> Path:
             run_dir = out / f"{base}_{n}"
         return run_dir
     run_dir = out / name
+    _check_free(run_dir, name)
+    return run_dir
+
+
+def _check_free(run_dir: Path, name: str) -> None:
+    """ValueError unless ``run_dir`` is free for ``--name``: no checkpoint, no result file. A
+    directory left by a run that stopped before its first checkpoint (only its config.json,
+    perhaps logger files) is free: nothing of it could be resumed."""
     newest = checkpoint.latest(run_dir)
     if newest is not None:  # never mix two runs' checkpoints (resume would pick the wrong one)
         raise ValueError(f"{run_dir} already holds checkpoints of a run (the newest after "
                          f"{newest.name} updates); continue it with 'purerl resume {run_dir}', "
                          f"or train under another --name (or delete "
                          f"{run_dir / checkpoint.CHECKPOINTS})")
-    taken = _taken(run_dir)
-    if taken:
-        raise ValueError(f"--name {name}: {run_dir} already holds a run ({', '.join(taken)}); "
+    results = [n for n in rundir.RESULTS if (run_dir / n).exists()]
+    if results:
+        raise ValueError(f"--name {name}: {run_dir} already holds a run ({', '.join(results)}); "
                          "runs are never overwritten: train under another --name or delete it")
-    return run_dir
 
 
 def _taken(run_dir: Path) -> list[str]:
@@ -328,9 +375,31 @@ def _taken(run_dir: Path) -> list[str]:
     return [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 2) -> int:
     print(f"purerl: error: {' '.join(message.split())}", file=sys.stderr)
-    return 2
+    return code
+
+
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OS_ERROR, EXIT_BUSY = 2, 3, 4, 5
+
+
+def _os_error_text(error: OSError) -> str:
+    """An OSError as ``PATH: cause`` (``cause`` alone when it names no path)."""
+    cause = error.strerror or str(error) or type(error).__name__
+    return f"{error.filename}: {cause}" if error.filename else cause
+
+
+def _standing(run_dir: Path, num_updates: int | None = None) -> str:
+    """Where an interrupted or failed run stands and how to go on (one clause)."""
+    newest = checkpoint.latest(run_dir)
+    if newest is None:
+        return (f"no checkpoint was saved; 'purerl resume {run_dir}' trains the run again from "
+                f"the start (or 'purerl train ... --name {run_dir.name}' reuses the directory)")
+    if num_updates is not None and int(newest.name) >= num_updates:
+        return (f"training finished and its final checkpoint {newest} is saved; 'purerl resume "
+                f"{run_dir}' writes the missing results")
+    return (f"the newest checkpoint is {newest} ({newest.name} updates); continue with "
+            f"'purerl resume {run_dir}'")
 
 
 # keys of config.json besides the config's fields: the run's options
@@ -370,7 +439,7 @@ def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *
     """Train (from ``keys``, or on from the restored run ``resumed``) with a checkpoint every
     ``every`` updates and after the last, logging every chunk to the ``log`` loggers
     (:mod:`purerl.loggers`), then write the metrics (the restored ones followed by the new),
-    the learning curve and the summary."""
+    the learning curve and the summary. The caller holds the run directory's lock."""
     old = resumed.metrics if resumed is not None else {}
     wall_before = float(resumed.metadata["extra"].get("wall_s", 0.0)) if resumed else 0.0
     sinks = _open_loggers(log, run_dir, seeds, resumed)
@@ -383,43 +452,48 @@ def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *
             wall = wall_before + time.perf_counter() - start
             checkpoint.save(run_dir, config, state, _concat([old, *chunks]), seed=seed,
                             keep=keep, extra={"wall_s": round(wall, 3)})
+        rundir.pause_point("chunk")
 
+    rundir.pause_point("start")  # config.json is written, nothing compiled yet
     try:
         new = train(agent, keys, chunk, state=None if resumed is None else resumed.state,
                     align=every, on_chunk=after_chunk, placement=placement)
-    except KeyboardInterrupt:
-        newest = checkpoint.latest(run_dir)
-        if newest is not None:
-            print(f"purerl: the newest checkpoint is {newest} ({newest.name} updates); continue "
-                  f"with 'purerl resume {run_dir}'", file=sys.stderr)
-        raise
     finally:
         for sink in sinks:
             sink.close()
     wall_s = wall_before + time.perf_counter() - start
-    metrics = _concat([old, new])
+    rundir.pause_point("trained")  # the final checkpoint is saved, no result file yet
+    _write_results(algo, config, run_dir, _concat([old, new]), wall_s, seeds, placement)
+    return 0
 
+
+def _write_results(algo: str, config: Any, run_dir: Path, metrics: Metrics, wall_s: float,
+                   seeds: int, placement: Any = None) -> None:
+    """The result files (:data:`purerl.rundir.RESULTS`), each written atomically, and the
+    summary table on stdout."""
     write_json(run_dir / "metrics.json", {k: as_lists(v) for k, v in metrics.items()})
+    rundir.pause_point("results")
     write_csv(run_dir / "metrics.csv", metrics)
     plot_learning_curve(run_dir / "learning_curve.png", metrics,
                         f"{algo} on {config.env}: mean and min-max over {seeds} seed(s)")
     rows = summarize(algo, config, metrics, wall_s)
     rows.insert(3, ("devices", (placement or distributed.Placement()).describe(config, seeds)))
     table = format_table(rows)
-    (run_dir / "summary.txt").write_text(table + "\n", encoding="utf-8")
+    rundir.write_text(run_dir / "summary.txt", table + "\n")
     print(table)
     print(f"run directory: {run_dir}")
-    return 0
 
 
 def _open_loggers(kinds: Sequence[str], run_dir: Path, seeds: int, resumed: Any
                   ) -> list[loggers.Logger]:
     """The run's loggers; a resumed run continues its wandb run (the id in config.json) and
-    purges what TensorBoard holds past the checkpoint. A new wandb id goes into config.json."""
+    purges what TensorBoard holds past the checkpoint; a run trained from the start in a
+    directory that holds TensorBoard files of an earlier attempt purges all of them. A new
+    wandb id goes into config.json."""
     if not kinds:
         return []
     saved = _read_run_config(run_dir) or {}
-    purge = None
+    purge = 0 if (run_dir / "tensorboard").exists() else None
     if resumed is not None:
         purge = int(np.asarray(resumed.state.run.env_steps).reshape(-1)[0]) + 1
     sinks = loggers.make(kinds, run_dir, seeds, saved, wandb_id=saved.get("wandb_id"),
@@ -435,33 +509,71 @@ def _checkpoint_note(every: int | None, keep: int) -> str:
             else "a checkpoint after the last update") + f" (keeping the newest {keep})"
 
 
+def _eval_note(agent: loop.Agent) -> str:
+    n, every = agent.num_updates, agent.eval_every
+    if not every or every >= n:
+        return "evaluating after the last update"
+    return f"evaluating every {every} updates and after the last"
+
+
+def _guarded(run_dir: Path, config: Any, num_updates: int, body: Callable[[], int]) -> int:
+    """``body()``, with everything that can stop it reported in one line naming where the run
+    stands (:func:`_standing`): divergence (exit 3), an OS error such as a full disk or a
+    read-only directory (exit 4), SIGINT / SIGTERM (exit 128 + the signal's number)."""
+    try:
+        return body()
+    except loop.DivergenceError as e:
+        return _diverged(e, config, run_dir)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"purerl: interrupted ({signal.Signals(signum).name}); "
+              f"{_standing(run_dir, num_updates)}", file=sys.stderr)
+        return 128 + signum
+    except OSError as e:
+        return _fail(f"{_os_error_text(e)}; {_standing(run_dir, num_updates)}", EXIT_OS_ERROR)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         log = _log_kinds(args.log)
         devices, data_parallel = getattr(args, "devices", None), getattr(args, "data_parallel",
                                                                           False)
-        distributed.device_count(devices)  # before _setup makes the run directory
+        distributed.device_count(devices)  # before the run directory is made
         config, agent, run_dir, preset = _setup(args)
         placement = distributed.placement(devices, data_parallel, config)
         agent = placement.agent(config, agent)
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
-    _write_config(run_dir, args.algo, config, args.seeds, args.seed, preset, args.chunk,
-                  args.checkpoint_every, args.keep, log, None, devices, data_parallel)
-    chunk = _chunk_length(agent, args.chunk, args.checkpoint_every)
-    print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x {agent.num_updates} "
-          f"updates, {chunk} per compiled call, "
-          f"{_checkpoint_note(args.checkpoint_every, args.keep)} -> {run_dir}", file=sys.stderr)
-    if placement.mesh is not None:
-        print(f"devices: {placement.describe(config, args.seeds)}", file=sys.stderr)
-    try:
-        return _train_and_write(args.algo, config, agent, run_dir,
-                                keys=jax.random.split(jax.random.key(args.seed), args.seeds),
-                                seeds=args.seeds, seed=args.seed, chunk=chunk,
-                                every=args.checkpoint_every, keep=args.keep, log=log,
-                                placement=placement if placement.mesh is not None else None)
-    except loop.DivergenceError as e:
-        return _diverged(e, config, run_dir)
+    with contextlib.ExitStack() as stack:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(rundir.lock(run_dir, f"training {args.algo}"))
+            if args.name is not None:  # again, now that no other process can be writing it
+                _check_free(run_dir, args.name)
+            reused = [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
+            _write_config(run_dir, args.algo, config, args.seeds, args.seed, preset, args.chunk,
+                          args.checkpoint_every, args.keep, log, None, devices, data_parallel)
+        except rundir.RunDirBusy as e:
+            return _fail(str(e), EXIT_BUSY)
+        except OSError as e:
+            return _fail(f"{_os_error_text(e)}; nothing was trained", EXIT_OS_ERROR)
+        except ValueError as e:
+            return _fail(str(e))
+        if reused:
+            print(f"{run_dir} held a run that stopped before its first checkpoint "
+                  f"({', '.join(reused)}): training anew there", file=sys.stderr)
+        chunk = _chunk_length(agent, args.chunk, args.checkpoint_every)
+        print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x "
+              f"{agent.num_updates} updates, {chunk} per compiled call, {_eval_note(agent)}, "
+              f"{_checkpoint_note(args.checkpoint_every, args.keep)} -> {run_dir}",
+              file=sys.stderr)
+        if placement.mesh is not None:
+            print(f"devices: {placement.describe(config, args.seeds)}", file=sys.stderr)
+        return _guarded(run_dir, config, agent.num_updates, lambda: _train_and_write(
+            args.algo, config, agent, run_dir,
+            keys=jax.random.split(jax.random.key(args.seed), args.seeds), seeds=args.seeds,
+            seed=args.seed, chunk=chunk, every=args.checkpoint_every, keep=args.keep, log=log,
+            placement=placement if placement.mesh is not None else None))
 
 
 def _diverged(error: loop.DivergenceError, config: Any, run_dir: Path) -> int:
@@ -480,7 +592,7 @@ def _diverged(error: loop.DivergenceError, config: Any, run_dir: Path) -> int:
     kept = (f"the newest checkpoint {newest} (after update {newest.name}) is finite"
             if newest is not None else "no checkpoint was saved before it")
     print(f"purerl: error: {error.what}; likely fix: {fix}; {kept}", file=sys.stderr)
-    return 3
+    return EXIT_DIVERGED
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
@@ -499,18 +611,30 @@ def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
     return saved
 
 
-def _plan_resume(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """Everything ``purerl resume`` checks before it writes: the run directory, its newest
-    checkpoint (verified), config.json against it and the new budget. Returns the restored run
-    and config.json (as saved, or rebuilt from the checkpoint)."""
-    run_dir = Path(args.run_dir)
-    if (run_dir / checkpoint.METADATA).is_file():
-        raise ValueError(f"{run_dir} is a checkpoint; pass its run directory "
-                         f"{run_dir.parent.parent} (resume continues from the newest "
-                         "checkpoint; delete newer ones to go back)")
-    ckpt = checkpoint.find(run_dir)
-    meta = checkpoint.read_metadata(ckpt, verify=False)  # the files: in restore
+@dataclasses.dataclass
+class _Resume:
+    """What ``purerl resume`` found: the run's config.json (as saved, or rebuilt from the
+    checkpoint), its algorithm and config, and the restored run -- None for a run that stopped
+    before its first checkpoint, which is trained again from the start."""
+
+    saved: dict[str, Any]
+    algo: str
+    config: Any
+    run: Any  # checkpoint.LoadedRun | None
+    seeds: int
+    seed: int | None
+
+
+def _plan_resume(run_dir: Path, total_timesteps: int | None) -> _Resume:
+    """Everything ``purerl resume`` checks before it writes: its newest checkpoint (verified),
+    config.json against it and the new budget; without a checkpoint, config.json alone."""
+    ckpt = checkpoint.latest(run_dir)
     saved = _read_run_config(run_dir)
+    if ckpt is None:
+        if saved is None:
+            checkpoint.find(run_dir)  # raises the CheckpointError that says what is missing
+        return _plan_restart(run_dir, saved, total_timesteps)
+    meta = checkpoint.read_metadata(ckpt, verify=False)  # the files: in restore
     if saved is None:
         saved = {**meta["config"], "algo": meta["algo"], "seeds": meta["num_seeds"],
                  "seed": meta["seed"], "preset": None}
@@ -520,51 +644,114 @@ def _plan_resume(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             f"{run_dir / 'config.json'} says algo {algo!r} but the checkpoints of {run_dir} are "
             f"of a {meta['algo']} run; set \"algo\": \"{meta['algo']}\" again (checkpoints "
             "of another run were copied here?)")
-    module = purerl.get_algorithm(meta["algo"])
+    config = _config_from_saved(run_dir, meta["algo"], saved, total_timesteps)
+    run = checkpoint.restore(ckpt, config)
+    return _Resume(saved, run.algo, run.config, run, run.num_seeds, run.seed)
+
+
+def _config_from_saved(run_dir: Path, algo: str, saved: dict[str, Any],
+                       total_timesteps: int | None) -> Any:
+    module = purerl.get_algorithm(algo)
     fields = {k: v for k, v in saved.items() if k not in RUN_KEYS}
-    if args.total_timesteps is not None:
-        fields["total_timesteps"] = args.total_timesteps
+    if total_timesteps is not None:
+        fields["total_timesteps"] = total_timesteps
     try:
-        config = module.Config.from_dict(fields)
+        return module.Config.from_dict(fields)
     except ValueError as e:
         raise ValueError(f"{run_dir / 'config.json'}: {e}") from None
-    return checkpoint.restore(ckpt, config), saved
+
+
+def _plan_restart(run_dir: Path, saved: dict[str, Any], total_timesteps: int | None
+                  ) -> _Resume:
+    """A run that stopped before its first checkpoint, from its config.json."""
+    algo, seeds, seed = saved.get("algo"), saved.get("seeds"), saved.get("seed")
+    if algo not in purerl.ALGORITHMS:
+        raise ValueError(f"{run_dir / 'config.json'} names no algorithm purerl has (algo="
+                         f"{algo!r}); train the run again with 'purerl train'")
+    if not isinstance(seeds, int) or seeds < 1 or not isinstance(seed, int):
+        raise ValueError(f"{run_dir / 'config.json'} lacks a valid seeds / seed (seeds={seeds!r}"
+                         f", seed={seed!r}); train the run again with 'purerl train'")
+    config_lib.check_seed(seed, "seed in config.json")
+    config = _config_from_saved(run_dir, algo, saved, total_timesteps)
+    return _Resume(saved, algo, config, None, seeds, seed)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    try:
-        run, saved = _plan_resume(args)
-        log = _log_kinds(args.log, saved.get("log") or ())
-        given = args.devices is not None or args.data_parallel
-        devices = args.devices if given else saved.get("devices")
-        data_parallel = args.data_parallel if given else bool(saved.get("data_parallel"))
-        placement = distributed.placement(devices, data_parallel, run.config)
-        agent = placement.agent(run.config, run.agent)
-    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
-        return _fail(str(e))
-    config, run_dir = run.config, run.run_dir
-    if run.updates_done >= agent.num_updates:
-        return _fail(f"nothing to resume: {run_dir} has done all {agent.num_updates} updates of "
-                     f"total_timesteps={config.total_timesteps}; pass --total-timesteps with a "
-                     "larger budget to extend it")
-    every = args.checkpoint_every or saved.get("checkpoint_every")
-    keep = args.keep or saved.get("keep") or 3
-    chunk_arg = args.chunk or saved.get("chunk")
-    _write_config(run_dir, run.algo, config, run.num_seeds, run.seed, saved.get("preset"),
-                  chunk_arg, every, keep, log, saved.get("wandb_id"), devices, data_parallel)
-    chunk = _chunk_length(agent, chunk_arg, every)
-    extended = config.total_timesteps != run.metadata["config"]["total_timesteps"]
-    print(f"resuming {run.algo} on {config.env} from {run.path}: {run.num_seeds} seed(s) at "
-          f"update {run.updates_done} of {agent.num_updates}"
-          + (f" (budget changed to total_timesteps={config.total_timesteps})" if extended else "")
-          + f", {chunk} per compiled call, {_checkpoint_note(every, keep)}", file=sys.stderr)
-    try:
-        return _train_and_write(run.algo, config, agent, run_dir, resumed=run,
-                                seeds=run.num_seeds, seed=run.seed, chunk=chunk, every=every,
-                                keep=keep, log=log,
-                                placement=placement if placement.mesh is not None else None)
-    except loop.DivergenceError as e:
-        return _diverged(e, config, run_dir)
+    run_dir = Path(args.run_dir)
+    if (run_dir / checkpoint.METADATA).is_file():
+        return _fail(f"{run_dir} is a checkpoint; pass its run directory {run_dir.parent.parent} "
+                     "(resume continues from the newest checkpoint; delete newer ones to go "
+                     "back)")
+    if not run_dir.is_dir():
+        return _fail(f"{run_dir} does not exist; pass a run directory written by 'purerl train'")
+    missing = rundir.missing_results(run_dir)
+    if not missing and args.total_timesteps is None:
+        newest = checkpoint.latest(run_dir)
+        return _fail(f"nothing to resume: {run_dir} is finished (all its result files are "
+                     "written" + (f"; its final checkpoint is {newest}" if newest else "")
+                     + "); pass --total-timesteps with a larger budget to extend it")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(rundir.lock(run_dir, "resuming"))
+            plan = _plan_resume(run_dir, args.total_timesteps)
+            saved, run, config = plan.saved, plan.run, plan.config
+            log = _log_kinds(args.log, saved.get("log") or ())
+            given = args.devices is not None or args.data_parallel
+            devices = args.devices if given else saved.get("devices")
+            data_parallel = args.data_parallel if given else bool(saved.get("data_parallel"))
+            placement = distributed.placement(devices, data_parallel, config)
+            module = purerl.get_algorithm(plan.algo)
+            agent = placement.agent(config, run.agent if run else module.make_agent(config))
+        except rundir.RunDirBusy as e:
+            return _fail(str(e), EXIT_BUSY)
+        except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+                return _fail(_os_error_text(e), EXIT_OS_ERROR)
+            return _fail(str(e))
+        done = run.updates_done if run else 0
+        mesh_placement = placement if placement.mesh is not None else None
+        if run is not None and done >= agent.num_updates:
+            if missing:
+                # trained to the end, stopped before (or while) writing its results
+                print(f"{run_dir} finished training ({done} updates; checkpoint {run.path}); "
+                      f"writing its missing results ({', '.join(missing)})", file=sys.stderr)
+                wall = float(run.metadata["extra"].get("wall_s", 0.0))
+                return _guarded(run_dir, config, agent.num_updates, lambda: _write_results(
+                    plan.algo, config, run_dir, run.metrics, wall, plan.seeds,
+                    mesh_placement) or 0)
+            return _fail(f"nothing to resume: {run_dir} has done all {agent.num_updates} "
+                         f"updates of total_timesteps={config.total_timesteps}; pass "
+                         "--total-timesteps with a larger budget to extend it")
+        every = args.checkpoint_every or saved.get("checkpoint_every")
+        keep = args.keep or saved.get("keep") or 3
+        chunk_arg = args.chunk or saved.get("chunk")
+        chunk = _chunk_length(agent, chunk_arg, every)
+        try:
+            _write_config(run_dir, plan.algo, config, plan.seeds, plan.seed, saved.get("preset"),
+                          chunk_arg, every, keep, log,
+                          saved.get("wandb_id") if run else None, devices, data_parallel)
+        except OSError as e:
+            return _fail(f"{_os_error_text(e)}; {_standing(run_dir, agent.num_updates)}",
+                         EXIT_OS_ERROR)
+        if run is None:
+            print(f"{run_dir} stopped before its first checkpoint: training {plan.algo} on "
+                  f"{config.env} again from the start ({plan.seeds} seed(s) from seed "
+                  f"{plan.seed}, the same keys), {chunk} per compiled call, "
+                  f"{_checkpoint_note(every, keep)}", file=sys.stderr)
+            keys = jax.random.split(jax.random.key(plan.seed), plan.seeds)
+        else:
+            extended = config.total_timesteps != run.metadata["config"]["total_timesteps"]
+            print(f"resuming {plan.algo} on {config.env} from {run.path}: {plan.seeds} seed(s) "
+                  f"at update {done} of {agent.num_updates}"
+                  + (f" (budget changed to total_timesteps={config.total_timesteps})"
+                     if extended else "")
+                  + f", {chunk} per compiled call, {_checkpoint_note(every, keep)}",
+                  file=sys.stderr)
+            keys = None
+        return _guarded(run_dir, config, agent.num_updates, lambda: _train_and_write(
+            plan.algo, config, agent, run_dir, keys=keys, resumed=run, seeds=plan.seeds,
+            seed=plan.seed, chunk=chunk, every=every, keep=keep, log=log,
+            placement=mesh_placement))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -626,18 +813,41 @@ def config_help(algo: str) -> str:
                                                            "meaning")))
 
 
+def _width() -> int:
+    """The terminal's width (100 when not a terminal), at most 120."""
+    return min(120, shutil.get_terminal_size((100, 24)).columns)
+
+
+def presets_listing(algo: str | None = None) -> str:
+    """``purerl list --presets``: one line per preset (algorithm, environment, what it
+    reaches), its overrides of the defaults wrapped below it, grouped by family."""
+    from purerl import presets
+
+    width = _width()
+    rows = [r for r in presets.table() if algo in (None, r[0].split()[0])]
+    lines: list[str] = []
+    for family in dict.fromkeys(r[2] for r in rows):
+        group = [r for r in rows if r[2] == family]
+        lines += ["", f"{family}:"]
+        table = format_table([(f"  {a}", e, reaches) for a, e, _, reaches, _ in group])
+        for line, row in zip(table.splitlines(), group):
+            lines.append(line)
+            lines += textwrap.wrap(row[4], width, initial_indent="      ",
+                                   subsequent_indent="      ")
+    header = ("presets: algorithm, environment, what the preset reaches (final deterministic "
+              "evaluation); below each, its overrides of the algorithm's defaults")
+    return "\n".join([textwrap.fill(header, width), *lines, "", textwrap.fill(
+        "'purerl train ALGO --env ENV' uses the preset; --no-preset the defaults. Measured by "
+        "benchmarks/suite.py.", width)])
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from purerl import envs
 
     if args.presets:
         from purerl import presets
 
-        rows = [r for r in presets.table() if args.algo in (None, r[0])]
-        print(format_table(rows, header=("algorithm", "environment", "family", "reaches "
-                                         "(final deterministic eval)", "overrides of the "
-                                         "defaults")))
-        print("\n'purerl train ALGO --env ENV' uses the preset; --no-preset the defaults. "
-              "Measured by benchmarks/suite.py.")
+        print(presets_listing(args.algo))
         return 0
     if args.algo is not None:
         try:
@@ -651,7 +861,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     for env_id in envs.registered():
         groups.setdefault(_env_group(env_id), []).append(env_id)
     print("\nenvironments (--env):")
-    print(format_table([(f"  {g}", ", ".join(ids)) for g, ids in groups.items()]))
+    width = _width()
+    for group, ids in groups.items():
+        print(textwrap.fill(", ".join(ids), width, initial_indent=f"  {group}: ",
+                            subsequent_indent="    "))
+    from purerl import playground
+
+    if not playground.available():
+        print(f"  MuJoCo Playground: not installed; pip install 'purerl[mujoco]' (Python >= "
+              f"3.11) adds {playground.PREFIX}<Task> ids for the DM Control suite tasks")
     print("\n'purerl list ALGO' shows an algorithm's config fields; 'purerl list --presets' "
           "the tuned presets.")
     return 0
@@ -780,19 +998,92 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread like Python's own KeyboardInterrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    # a second signal while the first is handled (a checkpoint's temporary folder removed, the
+    # loggers closed) would cut that short: the first one decides
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM (how Slurm, Kubernetes and ``kill`` stop a job) handled as SIGINT is: both raise
+    :class:`Interrupted`. A signal the process was started ignoring (SIGINT in a background job
+    of a non-interactive shell) stays ignored; outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _without_closed_loop_reports() -> Iterator[None]:
+    """After a checkpoint save fails (a full disk), orbax's pending callbacks find their event
+    loop closed and Python prints each as an "unraisable" traceback; the failure itself is
+    reported in one line, so those are dropped. Every other unraisable exception is printed."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 success, 2 bad input, 3 training diverged, 130
-    interrupted). Errors found by argparse itself (bad flags, ``--seeds 0``) raise
-    ``SystemExit(2)`` instead."""
+    """Entry point; returns the exit code (0 success, 2 bad input, 3 training diverged, 4 an OS
+    error such as a full disk, 5 the run directory is in use by another process, 130
+    interrupted by SIGINT, 143 by SIGTERM). Errors found by argparse itself (bad flags,
+    ``--seeds 0``) raise ``SystemExit(2)`` instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     wants_help = len(argv) > 2 and argv[0] == "train" and {"-h", "--help"} & set(argv)
     help_algo = argv[1] if wants_help and argv[1] in purerl.ALGORITHMS else None
     args = build_parser(help_algo).parse_args(argv)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("purerl: interrupted", file=sys.stderr)
-        return 130
+        with _signals_interrupt(), _without_closed_loop_reports():
+            return args.func(args)
+    except KeyboardInterrupt as e:  # outside training (which reports where the run stands)
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"purerl: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # e.g. `purerl list | head`: stop quietly, as Python's docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def entry() -> NoReturn:
+    """The ``purerl`` command: :func:`main`, then exit. After a failure or an interrupt the
+    process ends with ``os._exit`` once its output is flushed: XLA's and orbax's worker threads
+    may still be running then (a computation in flight, a save that failed), and tearing the
+    interpreter down under them crashed the process (a segmentation fault after "interrupted")
+    or kept it alive for minutes. Everything purerl writes is complete before main returns."""
+    code = main()
+    if code == 0:
+        sys.exit(0)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

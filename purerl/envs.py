@@ -90,7 +90,8 @@ def make(name: str, **env_kwargs: Any) -> Env:
         playground.check_id(name)  # a playground/ id: the install hint, or the list of its tasks
         close = difflib.get_close_matches(str(name), ids, n=3, cutoff=0.3)
         hint = f"; closest: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown environment id {name!r}{hint}. All ids: {', '.join(ids)}")
+        raise ValueError(f"unknown environment id {name!r}{hint} ('purerl list' lists all "
+                         f"{len(ids)} ids)")
     _check_keywords(name, env_kwargs)
     try:
         env, params = _EXTRA[name](**env_kwargs) if name in _EXTRA else gymnax.make(

@@ -41,6 +41,10 @@ def save_gif(env: envs.Env, recording: Recording, path: str | os.PathLike) -> in
     as an animated GIF at ``path``, titled with the return so far. Returns the frame count."""
     check_renderable(env.spec.name)
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame: no sound device needed
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # frames are drawn off-screen; without this SDL probes for a display on every frame
+        # and prints "XDG_RUNTIME_DIR is invalid or not set" each time on a headless machine
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import jax
     from gymnax.visualize import Visualizer  # lazy: imports pyplot

@@ -3,6 +3,8 @@ and comparisons of train states and metrics."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 
@@ -97,3 +99,13 @@ def numpy_twin_q(obs, action):
     q1 = obs.sum(-1) + 2.0 * action[..., 0]
     q2 = 0.5 * obs[..., 0] - action[..., 0] ** 2 + 1.0
     return np.stack([q1, q2])
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a new Python process that shares this session's compilation cache
+    (tests/conftest.py), so it loads the programs compiled here instead of compiling again."""
+    env = dict(os.environ)
+    cache = os.environ.get("PURERL_TEST_XLA_CACHE")
+    if cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
+    return env

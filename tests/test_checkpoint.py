@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL, assert_trees_equal
+from helpers import SMALL, assert_trees_equal, subprocess_env
 
 import purerl
 from purerl import checkpoint, dqn, loop, ppo
@@ -79,16 +78,6 @@ def snapshot(run: Path) -> dict[str, bytes]:
 def one_line(text: str) -> str:
     assert text.count("\n") <= 1 and text.strip(), text
     return text.strip()
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment of a new Python process that shares this session's compilation cache
-    (tests/conftest.py), so it loads the programs compiled here instead of compiling again."""
-    env = dict(os.environ)
-    cache = os.environ.get("PURERL_TEST_XLA_CACHE")
-    if cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = cache
-    return env
 
 
 # ------------------------------------------------------------------------ exact resume

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from purerl import envs, ppo
-from tests.helpers import final_seed_evals
+from helpers import final_seed_evals
 
 ENV = "Breakout-MinAtar"
 

@@ -1,6 +1,6 @@
 """Execute notebooks/off_policy.ipynb at a small budget (see test_notebooks.py)."""
 
-from tests.test_notebooks import NOTEBOOKS, SPLIT_OFF, run_notebook
+from test_notebooks import NOTEBOOKS, SPLIT_OFF, run_notebook
 
 
 def test_off_policy_notebook_runs(monkeypatch, capsys):

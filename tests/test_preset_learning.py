@@ -9,7 +9,7 @@ import pytest
 
 import purerl
 from purerl import presets
-from tests.helpers import final_seed_evals
+from helpers import final_seed_evals
 
 # (algorithm, environment, threshold on the mean final evaluation of 4 seeds): the threshold
 # states what the preset is for, below the 8-seed mean that benchmarks/suite.py recorded
