@@ -12,7 +12,10 @@ Bad input (unknown algorithm, environment or config key, unparsable or invalid v
 corrupt or mismatched checkpoint, a run too large for the memory, a ``--name`` that is taken or
 not one directory name) prints one ``purerl: error: ...`` line and exits 2, before anything is
 compiled or written. A run whose parameters become non-finite stops after that chunk with one
-line naming the update and exits 3 (its checkpoints are all finite).
+line naming the update and exits 3 (its checkpoints are all finite). An OS error (a full disk, a
+read-only directory) exits 4 and a run directory in use by another process 5; SIGINT and
+SIGTERM exit 130 and 143. Each says in one line where the run stands: whatever stops the
+process, its run directory is finished, resumable or free (:mod:`purerl.rundir`).
 """
 
 from __future__ import annotations
@@ -273,11 +276,11 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
         overrides["total_timesteps"] = total
     config = module.Config.from_dict(overrides)
     agent = module.make_agent(config)
+    eval_note = None
     if "eval_every" not in set_values:
-        config, note = _enough_evaluations(config, agent.num_updates)
-        if note:
+        config, eval_note = _enough_evaluations(config, agent.num_updates)
+        if eval_note:
             agent = module.make_agent(config)
-            print(note, file=sys.stderr)
     memory.check(agent, args.seeds, what=f"{args.algo} on {config.env}", seeds_name="--seeds")
     run_dir = _new_run_dir(Path(args.out), args.name, args.algo, config.env)
     if args.no_preset:
@@ -293,6 +296,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
                  else ""), file=sys.stderr)
         if preset.caveat:
             print(f"note: {preset.caveat}", file=sys.stderr)
+    if eval_note:
+        print(eval_note, file=sys.stderr)
     return config, agent, run_dir, preset.name if preset else None
 
 
@@ -682,18 +687,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return _fail(f"{run_dir} is a checkpoint; pass its run directory {run_dir.parent.parent} "
                      "(resume continues from the newest checkpoint; delete newer ones to go "
                      "back)")
-    if not run_dir.is_dir():
-        return _fail(f"{run_dir} does not exist; pass a run directory written by 'purerl train'")
-    missing = rundir.missing_results(run_dir)
-    if not missing and args.total_timesteps is None:
-        newest = checkpoint.latest(run_dir)
-        return _fail(f"nothing to resume: {run_dir} is finished (all its result files are "
-                     "written" + (f"; its final checkpoint is {newest}" if newest else "")
-                     + "); pass --total-timesteps with a larger budget to extend it")
     with contextlib.ExitStack() as stack:
+        # everything is checked before the lock is taken (a refused resume writes nothing),
+        # and again under it if another process saved a checkpoint meanwhile
         try:
-            stack.enter_context(rundir.lock(run_dir, "resuming"))
             plan = _plan_resume(run_dir, args.total_timesteps)
+            refusal = _nothing_to_resume(run_dir, plan)
+            if refusal:
+                return _fail(refusal)
+            stack.enter_context(rundir.lock(run_dir, "resuming"))
+            if checkpoint.latest(run_dir) != (plan.run.path if plan.run else None):
+                plan = _plan_resume(run_dir, args.total_timesteps)
             saved, run, config = plan.saved, plan.run, plan.config
             log = _log_kinds(args.log, saved.get("log") or ())
             given = args.devices is not None or args.data_parallel
@@ -704,24 +708,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
             agent = placement.agent(config, run.agent if run else module.make_agent(config))
         except rundir.RunDirBusy as e:
             return _fail(str(e), EXIT_BUSY)
-        except (ValueError, OSError) as e:  # CheckpointError is a ValueError
-            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
-                return _fail(_os_error_text(e), EXIT_OS_ERROR)
+        except OSError as e:
+            return _fail(_os_error_text(e), EXIT_OS_ERROR)
+        except ValueError as e:  # CheckpointError is a ValueError
             return _fail(str(e))
         done = run.updates_done if run else 0
         mesh_placement = placement if placement.mesh is not None else None
         if run is not None and done >= agent.num_updates:
-            if missing:
-                # trained to the end, stopped before (or while) writing its results
-                print(f"{run_dir} finished training ({done} updates; checkpoint {run.path}); "
-                      f"writing its missing results ({', '.join(missing)})", file=sys.stderr)
-                wall = float(run.metadata["extra"].get("wall_s", 0.0))
-                return _guarded(run_dir, config, agent.num_updates, lambda: _write_results(
-                    plan.algo, config, run_dir, run.metrics, wall, plan.seeds,
-                    mesh_placement) or 0)
-            return _fail(f"nothing to resume: {run_dir} has done all {agent.num_updates} "
-                         f"updates of total_timesteps={config.total_timesteps}; pass "
-                         "--total-timesteps with a larger budget to extend it")
+            # trained to the end, stopped before (or while) writing its results
+            missing = rundir.missing_results(run_dir)
+            print(f"{run_dir} finished training ({done} updates; checkpoint {run.path}); "
+                  f"writing its missing results ({', '.join(missing)})", file=sys.stderr)
+            wall = float(run.metadata["extra"].get("wall_s", 0.0))
+            return _guarded(run_dir, config, agent.num_updates, lambda: _write_results(
+                plan.algo, config, run_dir, run.metrics, wall, plan.seeds, mesh_placement) or 0)
         every = args.checkpoint_every or saved.get("checkpoint_every")
         keep = args.keep or saved.get("keep") or 3
         chunk_arg = args.chunk or saved.get("chunk")
@@ -752,6 +752,23 @@ def cmd_resume(args: argparse.Namespace) -> int:
             plan.algo, config, agent, run_dir, keys=keys, resumed=run, seeds=plan.seeds,
             seed=plan.seed, chunk=chunk, every=every, keep=keep, log=log,
             placement=mesh_placement))
+
+
+def _nothing_to_resume(run_dir: Path, plan: _Resume) -> str | None:
+    """Why ``purerl resume`` has nothing to do (None where it has): a run trained to the end of
+    its budget with every result file written, or one with every result file but no
+    checkpoint left to continue from."""
+    if rundir.missing_results(run_dir):
+        return None
+    if plan.run is None:
+        return (f"nothing to resume: {run_dir} is finished (all its result files are written) "
+                "and holds no checkpoint to continue from")
+    num_updates = plan.run.agent.num_updates
+    if plan.run.updates_done < num_updates:
+        return None
+    return (f"nothing to resume: {run_dir} has done all {num_updates} updates of "
+            f"total_timesteps={plan.config.total_timesteps} and written its results; pass "
+            "--total-timesteps with a larger budget to extend it")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -33,8 +33,12 @@ def test_make_spec_matches_the_environment(name):
 
 
 def test_unknown_env_names_the_closest_ids():
-    with pytest.raises(ValueError, match="CartPole-v1"):
+    """The closest few ids and where the rest are listed, not all of them (a long line)."""
+    with pytest.raises(ValueError, match="CartPole-v1") as exc:
         envs.make("CartPol-v1")
+    message = str(exc.value)
+    assert "'purerl list' lists all" in message and len(message) < 200, message
+    assert "Breakout-MinAtar" not in message
 
 
 @pytest.mark.parametrize("make", [envs.make, envs.make_env])

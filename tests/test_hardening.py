@@ -192,7 +192,7 @@ CLI_CASES = [
      "--env CartPole-v1 and --set env=Acrobot-v1 disagree"),
     ("--total-timesteps vs --set", [*PPO, "--total-timesteps", "1024", "--set",
                                     "total_timesteps=2048"], "disagree"),
-    ("taken --name", [*PPO, "--name", "taken"], "already holds a run (config.json)"),
+    ("taken --name", [*PPO, "--name", "taken"], "already holds a run (metrics.json)"),
     ("Config(lrr=)", [*PPO, "--set", "lrr=0.1"], "did you mean 'lr'?"),
 ]
 
@@ -215,6 +215,7 @@ def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(args, expected, tmp
     out = tmp_path / "out"  # a --name with a path would write next to it, under tmp_path
     (out / "taken").mkdir(parents=True)
     (out / "taken" / "config.json").write_text("{}\n")
+    (out / "taken" / "metrics.json").write_text("{}\n")
     before = _listing(tmp_path)
     start = time.perf_counter()
     assert cli.main([*args, "--out", str(out)]) == 2
@@ -234,6 +235,10 @@ def test_a_default_run_name_that_is_taken_gets_a_suffix(tmp_path, monkeypatch):
     assert cli._new_run_dir(tmp_path, None, "ppo", "playground/X") == \
         tmp_path / "ppo_playground_X_T_3"
     (tmp_path / "empty").mkdir()  # an empty directory holds no run: it may be used
+    assert cli._new_run_dir(tmp_path, "empty", "ppo", "CartPole-v1") == tmp_path / "empty"
+    # nor does one left by a run that stopped before its first checkpoint
+    (tmp_path / "empty" / "config.json").write_text("{}\n")
+    (tmp_path / "empty" / "checkpoints" / ".tmp-1-99-abc").mkdir(parents=True)
     assert cli._new_run_dir(tmp_path, "empty", "ppo", "CartPole-v1") == tmp_path / "empty"
 
 

@@ -136,13 +136,16 @@ def test_tensorboard_mean_min_max_for_many_seeds(tmp_path):
             [(5, pytest.approx(want[0])), (9, pytest.approx(want[1]))]
 
 
-def test_eval_gif_is_the_evaluated_episode(run_dir, tmp_path, capsys):
+def test_eval_gif_is_the_evaluated_episode(run_dir, tmp_path, capfd, monkeypatch):
     """The GIF has one frame per step of seed 1's first evaluation episode; on CartPole (reward
     1 per step) that is its return. The recording's rewards sum to the evaluated return for a
-    stochastic policy too."""
+    stochastic policy too. On a machine without a display nothing is printed per frame (SDL
+    said "XDG_RUNTIME_DIR is invalid or not set" once per frame)."""
     pytest.importorskip("pygame")
     from PIL import Image
 
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(name, raising=False)
     gif = tmp_path / "episode.gif"
     assert main(["eval", str(run_dir), "--episodes", "3", "--gif", str(gif),
                  "--gif-seed", "1"]) == 0
@@ -150,7 +153,9 @@ def test_eval_gif_is_the_evaluated_episode(run_dir, tmp_path, capsys):
     returns = run.evaluate(3)
     with Image.open(gif) as image:
         assert image.n_frames == int(returns[1, 0]) > 1
-    assert f"{int(returns[1, 0])} steps" in capsys.readouterr().out
+    out, err = capfd.readouterr()  # file-descriptor level: SDL writes there, not to sys.stderr
+    assert f"{int(returns[1, 0])} steps" in out
+    assert "XDG_RUNTIME_DIR" not in err and err.count("\n") <= 2, err
 
     key = __import__("jax").random.key(3)
     stochastic = run.evaluate(4, key, deterministic=False)

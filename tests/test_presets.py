@@ -97,16 +97,22 @@ def _train_args(*extra):
 
 def test_cli_uses_the_preset_and_says_so(tmp_path, capsys):
     args = _train_args("ppo", "--env", "Pendulum-v1", "--set", "lr=2e-4", "--out", str(tmp_path))
-    config, _, _, name = cli._setup(args)
+    config, agent, _, name = cli._setup(args)
     assert name == "ppo/Pendulum-v1"
-    assert config == ppo.Config.for_env("Pendulum-v1", lr=2e-4)
-    assert "preset ppo/Pendulum-v1" in capsys.readouterr().err
+    # the preset's eval_every (the default 50) evaluates once in its 73 updates: the CLI
+    # evaluates 10 times instead, and says so
+    assert agent.num_updates == 73 and config.eval_every == 7
+    assert config == ppo.Config.for_env("Pendulum-v1", lr=2e-4, eval_every=7)
+    err = capsys.readouterr().err
+    assert "preset ppo/Pendulum-v1" in err
+    assert "evaluating every 7 updates (10 evaluations): eval_every=50 would evaluate 1 " in err
 
     config, _, _, name = cli._setup(_train_args("ppo", "--env", "Pendulum-v1", "--no-preset",
-                                                "--out", str(tmp_path)))
-    assert name is None and config == ppo.Config(env="Pendulum-v1")
+                                                "--set", "eval_every=50", "--out",
+                                                str(tmp_path)))
+    assert name is None and config == ppo.Config(env="Pendulum-v1")  # --set eval_every wins
     err = capsys.readouterr().err
-    assert "--no-preset" in err and "preset ppo/" not in err
+    assert "--no-preset" in err and "preset ppo/" not in err and "evaluating" not in err
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -114,6 +120,16 @@ def test_cli_uses_the_preset_and_says_so(tmp_path, capsys):
                                                "--out", str(tmp_path)))
     assert name is None
     assert capsys.readouterr().err.startswith("no trpo preset for Catch-bsuite")
+
+
+@pytest.mark.parametrize("updates, every, expected", [
+    (73, 50, 7), (292, 50, 29), (292, 20, 20), (5, 50, 1), (40, 0, 4), (100, 10, 10)])
+def test_cli_runs_evaluate_at_least_ten_times(updates, every, expected):
+    config = ppo.Config(num_envs=4, num_steps=32, num_minibatches=2,
+                        total_timesteps=4 * 32 * updates, eval_every=every)
+    adjusted, note = cli._enough_evaluations(config, updates)
+    assert adjusted.eval_every == expected
+    assert (note is None) == (expected == every)
 
 
 def test_cli_run_saves_the_preset_name_and_lists_presets(tmp_path, capsys):
@@ -127,8 +143,9 @@ def test_cli_run_saves_the_preset_name_and_lists_presets(tmp_path, capsys):
     for p in PRESETS:
         assert p.env in out
     assert cli.main(["list", "dqn", "--presets"]) == 0
-    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:] if line.strip()]
-    assert set(rows[:-1]) == {"dqn"}  # the last line is the hint
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  ") and not line.startswith("   ")]  # preset lines
+    assert set(rows) == {"dqn"} and len(rows) == len(presets_of("dqn"))
 
 
 # ---------------------------------------------------------------------------- conv torso
@@ -182,3 +199,33 @@ def test_minatar_networks_have_the_conv_torso(algo):
     assert convs and all(shapes[k] == (3, 3, c, 16) for k in convs), shapes
     dense_in = [s for k, s in shapes.items() if k.endswith("MLP_0/Dense_0/kernel")]
     assert dense_in and all(s == ((h - 2) * (w - 2) * 16, 32) for s in dense_in), shapes
+
+
+def test_an_unsolved_preset_says_so_when_used(tmp_path, capsys):
+    cli._setup(_train_args("sac", "--env", "MountainCarContinuous-v0", "--out", str(tmp_path)))
+    err = capsys.readouterr().err
+    assert ("note: sac/MountainCarContinuous-v0 does not solve MountainCarContinuous-v0: learns "
+            "to stand still") in err
+    cli._setup(_train_args("sac", "--env", "Pendulum-v1", "--out", str(tmp_path)))
+    assert "note:" not in capsys.readouterr().err
+    unsolved = {p.name for p in presets.all_presets() if p.caveat}
+    assert {"dqn/MountainCar-v0", "sac/MountainCar-v0", "sac/MountainCarContinuous-v0"} <= unsolved
+
+
+def test_preset_listing_names_the_discrete_sac_and_fits_a_terminal(capsys):
+    assert cli.main(["list", "--presets"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 120
+    row = next(line for line in lines if "CartPole-v1" in line and line.split()[0] == "sac")
+    assert "sac (discrete SAC)" in row
+    assert not any("Pendulum-v1" in line and "(discrete SAC)" in line for line in lines)
+    row = next(line for line in lines if "MountainCar-v0" in line and "dqn" in line)
+    assert row.rstrip().endswith("(unsolved)")
+    assert cli.main(["list", "sac", "--presets"]) == 0
+    assert {line.split()[0] for line in capsys.readouterr().out.splitlines()
+            if "over 8 seeds" in line} == {"sac"}
+
+
+def presets_of(algo: str) -> list:
+    return [p for p in presets.all_presets() if p.algo == algo]
