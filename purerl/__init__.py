@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from purerl.loop import compiler_options, jit
-
 __all__ = ["ALGORITHMS", "compiler_options", "get_algorithm", "jit", "load"]
 
 __version__ = "0.1.0"
@@ -37,7 +35,12 @@ def get_algorithm(name: str) -> ModuleType:
 
 
 def __getattr__(name: str):
-    # purerl.load imports orbax-checkpoint only when used, so `import purerl` stays light
+    # jax and orbax-checkpoint are imported when first used, so `import purerl` (and the
+    # command line's signal handlers, purerl.signals) come before seconds of importing jax
+    if name in ("jit", "compiler_options"):
+        from purerl import loop
+
+        return getattr(loop, name)
     if name == "load":
         from purerl.checkpoint import load
 

@@ -247,8 +247,8 @@ def remove_incomplete(run_dir: str | os.PathLike, every_process: bool = False) -
     """Remove what a process killed while saving or pruning left in ``RUN_DIR/checkpoints``: the
     hidden temporary folders of processes that are no longer running (of every process with
     ``every_process``, for a caller holding the run directory's lock), and numbered folders
-    without the metadata file (an interrupted delete by purerl before 0.1.1 removed the metadata
-    first). Neither is ever restored; this only frees their space."""
+    without the metadata file (earlier purerl deleted old checkpoints in place, and a kill in the
+    middle left such folders). Neither is ever restored; this only frees their space."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return

@@ -28,10 +28,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import textwrap
-import threading
 import time
 import typing
 from pathlib import Path
@@ -42,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 import purerl
-from purerl import checkpoint, distributed, loggers, loop, rundir
+from purerl import checkpoint, distributed, loggers, loop, rundir, signals
 from purerl import config as config_lib
 
 Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
@@ -521,6 +519,14 @@ def _eval_note(agent: loop.Agent) -> str:
     return f"evaluating every {every} updates and after the last"
 
 
+def _import_what_training_imports() -> None:
+    """Import the modules a run imports later (checkpoints, the learning curve) while a signal
+    still ends the process on the spot (:func:`purerl.signals.install`): an interrupt raised
+    into an import can be swallowed by a library's bare ``except``."""
+    import matplotlib.figure  # noqa: F401
+    import orbax.checkpoint  # noqa: F401
+
+
 def _guarded(run_dir: Path, config: Any, num_updates: int, body: Callable[[], int]) -> int:
     """``body()``, with everything that can stop it reported in one line naming where the run
     stands (:func:`_standing`): divergence (exit 3), an OS error such as a full disk or a
@@ -530,10 +536,9 @@ def _guarded(run_dir: Path, config: Any, num_updates: int, body: Callable[[], in
     except loop.DivergenceError as e:
         return _diverged(e, config, run_dir)
     except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"purerl: interrupted ({signal.Signals(signum).name}); "
-              f"{_standing(run_dir, num_updates)}", file=sys.stderr)
-        return 128 + signum
+        print(f"purerl: interrupted ({signals.name(e)}); {_standing(run_dir, num_updates)}",
+              file=sys.stderr)
+        return signals.exit_code(e)
     except OSError as e:
         return _fail(f"{_os_error_text(e)}; {_standing(run_dir, num_updates)}", EXIT_OS_ERROR)
 
@@ -551,8 +556,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(str(e))
     with contextlib.ExitStack() as stack:
         try:
+            _import_what_training_imports()
             run_dir.mkdir(parents=True, exist_ok=True)
             stack.enter_context(rundir.lock(run_dir, f"training {args.algo}"))
+            stack.enter_context(signals.interrupting())
             if args.name is not None:  # again, now that no other process can be writing it
                 _check_free(run_dir, args.name)
             reused = [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
@@ -695,7 +702,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
             refusal = _nothing_to_resume(run_dir, plan)
             if refusal:
                 return _fail(refusal)
+            _import_what_training_imports()
             stack.enter_context(rundir.lock(run_dir, "resuming"))
+            stack.enter_context(signals.interrupting())
             if checkpoint.latest(run_dir) != (plan.run.path if plan.run else None):
                 plan = _plan_resume(run_dir, args.total_timesteps)
             saved, run, config = plan.saved, plan.run, plan.config
@@ -1015,41 +1024,6 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM, raised in the main thread like Python's own KeyboardInterrupt."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    # a second signal while the first is handled (a checkpoint's temporary folder removed, the
-    # loggers closed) would cut that short: the first one decides
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    raise Interrupted(signum)
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM (how Slurm, Kubernetes and ``kill`` stop a job) handled as SIGINT is: both raise
-    :class:`Interrupted`. A signal the process was started ignoring (SIGINT in a background job
-    of a non-interactive shell) stays ignored; outside the main thread nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(sig, _raise_interrupted)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 @contextlib.contextmanager
 def _without_closed_loop_reports() -> Iterator[None]:
     """After a checkpoint save fails (a full disk), orbax's pending callbacks find their event
@@ -1080,12 +1054,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     help_algo = argv[1] if wants_help and argv[1] in purerl.ALGORITHMS else None
     args = build_parser(help_algo).parse_args(argv)
     try:
-        with _signals_interrupt(), _without_closed_loop_reports():
+        with _without_closed_loop_reports():
             return args.func(args)
     except KeyboardInterrupt as e:  # outside training (which reports where the run stands)
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"purerl: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return 128 + signum
+        print(f"purerl: interrupted ({signals.name(e)})", file=sys.stderr)
+        return signals.exit_code(e)
     except BrokenPipeError:  # e.g. `purerl list | head`: stop quietly, as Python's docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
