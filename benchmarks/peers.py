@@ -4,6 +4,8 @@ invocation: the only kind of speed claim purerl makes.
     source ../shared/peers/setup.sh        # once: PEER_PY (rejax 0.1.3, gymnax 0.0.9), PEERS_DIR
     python benchmarks/peers.py ppo-purejaxrl [--seeds 8 | --seeds 1,64,512] [--repeats 3] [--no-record]
     python benchmarks/peers.py sac-rejax dqn-rejax td3-rejax
+    python benchmarks/peers.py ppo-purejaxrl-minatar --env SpaceInvaders-MinAtar --seeds 4 \
+        --steps 2000000 [--preset]     # --preset: purerl's preset vs the peer's example config
 
 Each repeat runs purerl, then the peer, each in a fresh process (``--worker`` below for purerl,
 ``../shared/peers/*_run.py`` for the peer), alternating so that drifts of the machine's speed
@@ -42,6 +44,19 @@ PAIRS: dict[str, dict] = {
                     num_minibatches=4, lr=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95,
                     clip_eps=0.2, clip_value=True, ent_coef=0.01, vf_coef=0.5,
                     max_grad_norm=0.5, activation="tanh", hidden_sizes=(64, 64))),
+    # PureJaxRL's MinAtar example (its walkthrough notebook): an MLP 64x64 (relu) on the
+    # flattened observation, lr 5e-3 annealed, 64 envs x 128 steps, 4 epochs x 8 minibatches;
+    # --env picks the game
+    "ppo-purejaxrl-minatar": dict(
+        algo="ppo", peer=["purejaxrl_run.py", "{peers}/purejaxrl", "--env", "{env}", "--set",
+                          "LR=5e-3", "--set", "NUM_ENVS=64", "--set", "NUM_STEPS=128", "--set",
+                          "NUM_MINIBATCHES=8", "--set", "ACTIVATION=relu"],
+        steps=1_000_000, peer_final="training",
+        config=dict(env="Breakout-MinAtar", num_envs=64, num_steps=128, update_epochs=4,
+                    num_minibatches=8, lr=5e-3, anneal_lr=True, gamma=0.99, gae_lambda=0.95,
+                    clip_eps=0.2, clip_value=True, ent_coef=0.01, vf_coef=0.5,
+                    max_grad_norm=0.5, activation="relu", hidden_sizes=(64, 64),
+                    torso="mlp")),
     "sac-rejax": dict(
         algo="sac", peer=["rejax_run.py", "{peers}/rejax-configs/pendulum.yaml", "sac"],
         steps=10_000,
@@ -111,18 +126,31 @@ def _last_json(out: str) -> dict:
     raise RuntimeError(f"no JSON result in the output:\n{out[-2000:]}")
 
 
-def run_purerl(pair: dict, seeds: int, steps: int) -> dict:
+def run_purerl(pair: dict, seeds: int, steps: int, env: str | None = None,
+               preset: bool = False) -> dict:
+    """purerl's side: the pairing's config (the peer's hyperparameters), or with ``preset``
+    purerl's own preset for the environment at the same budget."""
     config = {**pair["config"], "total_timesteps": steps}
+    if env is not None:
+        config["env"] = env
+    if preset:
+        from purerl import presets
+
+        found = presets.lookup(pair["algo"], config["env"])
+        if found is None:
+            raise SystemExit(f"no {pair['algo']} preset for {config['env']}")
+        config = {**found.overrides, "env": config["env"], "total_timesteps": steps}
     out = subprocess.run([sys.executable, __file__, "--worker", pair["algo"], json.dumps(config),
                           str(seeds)], capture_output=True, text=True, check=True).stdout
     return _last_json(out)
 
 
-def run_peer(pair: dict, seeds: int, steps: int) -> dict:
+def run_peer(pair: dict, seeds: int, steps: int, env: str | None = None) -> dict:
     python = os.environ.get("PEER_PY")
     if not python:
         raise SystemExit("PEER_PY is not set: source ../shared/peers/setup.sh first")
-    script, *args = [a.format(peers=PEERS) for a in pair["peer"]]
+    env = env or pair["config"]["env"]
+    script, *args = [a.format(peers=PEERS, env=env) for a in pair["peer"]]
     out = subprocess.run([python, str(PEERS / script), *args, str(seeds), str(steps)],
                          capture_output=True, text=True, check=True).stdout
     return _last_json(out)
@@ -150,13 +178,14 @@ def _machine() -> str:
     return f"CPU {os.cpu_count()} cores ({platform.machine()})"
 
 
-def compare(name: str, seeds: int, repeats: int, steps: int | None) -> tuple[str, dict]:
+def compare(name: str, seeds: int, repeats: int, steps: int | None, env: str | None = None,
+            preset: bool = False) -> tuple[str, dict]:
     pair = PAIRS[name]
     steps = steps or pair["steps"]
     ours, theirs = [], []
     for i in range(repeats):
-        ours.append(run_purerl(pair, seeds, steps))
-        theirs.append(run_peer(pair, seeds, steps))
+        ours.append(run_purerl(pair, seeds, steps, env, preset))
+        theirs.append(run_peer(pair, seeds, steps, env))
         print(f"{name} repeat {i + 1}/{repeats}: purerl {ours[-1]['run_s']} s, peer "
               f"{theirs[-1]['run_s']} s", file=sys.stderr)
 
@@ -170,7 +199,8 @@ def compare(name: str, seeds: int, repeats: int, steps: int | None) -> tuple[str
     p_ret = statistics.mean(r["final_return_mean"] for r in theirs)
     if pair.get("peer_final") == "training":  # PureJaxRL reports training episodes only
         o_ret += f' (training {statistics.mean(r["training_return_mean"] for r in ours):.1f})'
-    row = (f"| {datetime.date.today()} | {_machine()} | {name} | {seeds} | {steps} | "
+    label = name + (f" {env}" if env else "") + (" (purerl: its preset)" if preset else "")
+    row = (f"| {datetime.date.today()} | {_machine()} | {label} | {seeds} | {steps} | "
            f"{o_min:.2f} / {o_med:.2f} | {p_min:.2f} / {p_med:.2f} | **{p_med / o_med:.2f}x** | "
            f"{o_c:.1f} | {p_c:.1f} | {o_ret} | {p_ret:.1f} |")
     return row, {"purerl": ours, "peer": theirs}
@@ -191,11 +221,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, help="env steps per seed (default: the pairing's)")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--env", help="the environment (both sides; e.g. a MinAtar game for "
+                                      "ppo-purejaxrl-minatar)")
+    parser.add_argument("--preset", action="store_true",
+                        help="purerl runs its own preset for the environment (same budget and "
+                             "seeds) instead of the peer's hyperparameters: returns compared")
     args = parser.parse_args(argv)
     rows = []
     for name in args.pairs:
         for seeds in args.seeds:
-            row, _ = compare(name, seeds, args.repeats, args.steps)
+            row, _ = compare(name, seeds, args.repeats, args.steps, args.env, args.preset)
             print(row, flush=True)
             rows.append(row)
     if not args.no_record:
