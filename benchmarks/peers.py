@@ -2,7 +2,8 @@
 invocation: the only kind of speed claim purerl makes.
 
     source ../shared/peers/setup.sh        # once: PEER_PY (rejax 0.1.3, gymnax 0.0.9), PEERS_DIR
-    python benchmarks/peers.py ppo-purejaxrl [--seeds 8 | --seeds 1,64,512] [--repeats 3] [--no-record]
+    python benchmarks/peers.py ppo-purejaxrl [--seeds 8 | --seeds 1,64,512] [--repeats 3] \
+        [--no-record]
     python benchmarks/peers.py sac-rejax dqn-rejax td3-rejax
     python benchmarks/peers.py ppo-purejaxrl-minatar --env SpaceInvaders-MinAtar --seeds 4 \
         --steps 2000000 [--preset]     # --preset: purerl's preset vs the peer's example config

@@ -871,8 +871,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     from purerl import envs
 
     if args.presets:
-        from purerl import presets
-
         print(presets_listing(args.algo))
         return 0
     if args.algo is not None:
