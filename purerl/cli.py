@@ -1052,7 +1052,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     help_algo = argv[1] if wants_help and argv[1] in purerl.ALGORITHMS else None
     args = build_parser(help_algo).parse_args(argv)
     try:
-        with _without_closed_loop_reports():
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_without_closed_loop_reports())
+            if args.command == "eval":  # (train and resume: once they hold the run directory)
+                stack.enter_context(signals.interrupting())
             return args.func(args)
     except KeyboardInterrupt as e:  # outside training (which reports where the run stands)
         print(f"purerl: interrupted ({signals.name(e)})", file=sys.stderr)
