@@ -9,7 +9,10 @@
 # Runs
 #   * PPO CartPole-v1, PureJaxRL's hyperparameters, 1, 64, 512, 2048 seeds x 500k env steps;
 #   * SAC Pendulum-v1 (rejax's tuned config, 10k steps) and DQN CartPole-v1 (rejax's tuned
-#     config, 100k steps) at 64 seeds.
+#     config, 100k steps) at 64 seeds;
+#   * MinAtar: does the conv torso earn its place on a GPU? benchmarks/torso.py for the PPO
+#     preset of each game (MLP vs conv at equal env steps and at equal wall time), 8 seeds x
+#     MINATAR_STEPS (default the presets' 1M).
 # Both venvs need a CUDA jaxlib: purerl's (pip install 'jax[cuda12]==' its jax version) and the peer
 # venv that ../shared/peers/setup.sh builds ("$PEER_PY" -m pip install 'jax[cuda12]==' the
 # version it has). The script stops unless both report a GPU backend (SMOKE=1 skips the check).
@@ -30,6 +33,7 @@ EXTRA=()
 if [ "$SMOKE" = 1 ]; then
   REPEATS=1 PPO_SEEDS=1,2 OFF_SEEDS=2
   PPO_STEPS=${PPO_STEPS:-2048} SAC_STEPS=${SAC_STEPS:-600} DQN_STEPS=${DQN_STEPS:-6000}
+  MINATAR_STEPS=${MINATAR_STEPS:-65536} MINATAR_SEEDS=${MINATAR_SEEDS:-2}
   EXTRA=(--no-record)
 else
   for py in python "$PEER_PY"; do
@@ -52,3 +56,8 @@ python benchmarks/peers.py sac-rejax --seeds "$OFF_SEEDS" --repeats "$REPEATS" \
 # shellcheck disable=SC2046
 python benchmarks/peers.py dqn-rejax --seeds "$OFF_SEEDS" --repeats "$REPEATS" \
   $(steps "${DQN_STEPS:-}") "${EXTRA[@]}"
+for game in Breakout SpaceInvaders Asterix Freeway; do
+  # shellcheck disable=SC2046
+  python benchmarks/torso.py ppo "$game-MinAtar" --seeds "${MINATAR_SEEDS:-8}" \
+    $(steps "${MINATAR_STEPS:-}") "${EXTRA[@]}"
+done

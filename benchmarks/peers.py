@@ -5,6 +5,7 @@ invocation: the only kind of speed claim purerl makes.
     python benchmarks/peers.py ppo-purejaxrl [--seeds 8 | --seeds 1,64,512] [--repeats 3] \
         [--no-record]
     python benchmarks/peers.py sac-rejax dqn-rejax td3-rejax
+    python benchmarks/peers.py dqn-rejax-minatar --env Breakout-MinAtar --seeds 2 [--preset]
     python benchmarks/peers.py ppo-purejaxrl-minatar --env SpaceInvaders-MinAtar --seeds 4 \
         --steps 2000000 [--preset]     # --preset: purerl's preset vs the peer's example config
 
@@ -28,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +84,22 @@ PAIRS: dict[str, dict] = {
                     epsilon_end=0.05, exploration_fraction=0.5, gamma=0.99, double_dqn=True,
                     dueling=True, activation="swish", hidden_sizes=(64, 64),
                     normalize_obs=False)),
+    # rejax ships no MinAtar config: its one tuned DQN config (CartPole's, above) with --env
+    # swapped in, which is what a rejax user starts from; its networks flatten the observation
+    "dqn-rejax-minatar": dict(
+        algo="dqn", peer=["rejax_run.py", "{config}", "dqn"], steps=1_000_000,
+        peer_config=dict(env="{env}", agent="DuelingQNetwork", agent_kwargs=dict(
+            activation="swish"), num_envs=10, buffer_size=50_000, fill_buffer=5_000,
+            batch_size=100, max_grad_norm=10, learning_rate=0.001, num_epochs=5,
+            total_timesteps=1_000_000, eval_freq=100_000, polyak=0.98, eps_start=1,
+            eps_end=0.05, exploration_fraction=0.5, gamma=0.99, ddqn=True,
+            normalize_observations=False),
+        config=dict(env="Breakout-MinAtar", num_envs=10, buffer_size=50_000,
+                    learning_starts=5000, batch_size=100, max_grad_norm=10.0, lr=1e-3,
+                    anneal_lr=False, num_gradient_steps=5, tau=0.02, target_update_every=1,
+                    epsilon_start=1.0, epsilon_end=0.05, exploration_fraction=0.5, gamma=0.99,
+                    double_dqn=True, dueling=True, activation="swish", hidden_sizes=(64, 64),
+                    torso="mlp", normalize_obs=False)),
 }
 
 HEADER = ("| date | machine | pairing | seeds | env steps / seed | purerl run s (min / median) "
@@ -151,9 +169,15 @@ def run_peer(pair: dict, seeds: int, steps: int, env: str | None = None) -> dict
     if not python:
         raise SystemExit("PEER_PY is not set: source ../shared/peers/setup.sh first")
     env = env or pair["config"]["env"]
-    script, *args = [a.format(peers=PEERS, env=env) for a in pair["peer"]]
-    out = subprocess.run([python, str(PEERS / script), *args, str(seeds), str(steps)],
-                         capture_output=True, text=True, check=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        if "peer_config" in pair:  # JSON is YAML: the runner reads it as its config file
+            body = {k: v.format(env=env) if isinstance(v, str) else v
+                    for k, v in pair["peer_config"].items()}
+            config.write_text(json.dumps({pair["peer"][2]: body}))
+        script, *args = [a.format(peers=PEERS, env=env, config=config) for a in pair["peer"]]
+        out = subprocess.run([python, str(PEERS / script), *args, str(seeds), str(steps)],
+                             capture_output=True, text=True, check=True).stdout
     return _last_json(out)
 
 
