@@ -1,16 +1,22 @@
-"""MinAtar (Young & Tian 2019) with the conv torso: a short PPO run on Breakout must beat a
-uniformly random policy by a stated margin. The short runs of every trainer family on MinAtar
-with finite metrics are in test_finite_metrics.py; the conv torso's math in test_presets.py."""
+"""MinAtar (Young & Tian 2019): the tuned Breakout preset at a CI budget must beat a uniformly
+random policy by a stated margin, and every MinAtar preset run far below its budget (as a user
+trying it first would) must fit its schedules to the budget it was given. The short runs of
+every trainer family on MinAtar with finite metrics are in test_finite_metrics.py; the conv
+torso's math in test_presets.py."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import purerl
 from purerl import envs, ppo
 from helpers import final_seed_evals
 
 ENV = "Breakout-MinAtar"
+# The Breakout PPO preset shortened to 32 updates (of its 122): measured 7.0 and 16.4 on the two
+# seeds below (7.0 and 7.5 at 24 updates), random play 0.39; about 40 s on the 2-core CPU
+CI_STEPS = 32 * 64 * 128
+MARGIN = 5.0
 
 
 def random_policy_return(num_envs: int = 64, steps: int = 600) -> float:
@@ -32,14 +38,43 @@ def random_policy_return(num_envs: int = 64, steps: int = 600) -> float:
 
 
 @pytest.mark.slow
-def test_ppo_conv_torso_beats_random_on_breakout_in_64k_steps():
-    # The Breakout preset (conv torso, dense 128, lr 5e-4, entropy 0.01) at a CI budget: 16 envs
-    # x 64 steps per update instead of 64 x 128. Measured on these two seeds: 3.0 and 3.0 (5.0
-    # and 6.0 at 100k steps); the random policy scores 0.39.
-    config = ppo.Config.for_env(ENV, total_timesteps=64 * 1024, num_envs=16, num_steps=64,
-                                num_minibatches=4, eval_every=0)
-    assert config.torso == "cnn"
+def test_ppo_preset_beats_random_on_breakout_at_a_ci_budget():
+    # The Breakout preset as registered, shortened to CI_STEPS (its learning rate anneals over
+    # the shortened run); the old conv preset's check was +2 at 64k steps
+    config = ppo.Config.for_env(ENV, total_timesteps=CI_STEPS, eval_every=0)
+    assert config.torso == "mlp" and config.lr == ppo.Config.for_env(ENV).lr
     baseline = random_policy_return()
     final = final_seed_evals(ppo, config, seeds=2)
-    assert final.mean() >= baseline + 2.0, (final, baseline)
-    assert jnp.isfinite(final).all()
+    assert np.isfinite(final).all()
+    assert final.mean() >= baseline + MARGIN, (final, baseline)
+
+
+def run_one_seed(algo: str, env: str, total_timesteps: int) -> tuple[object, dict]:
+    module = purerl.get_algorithm(algo)
+    config = module.Config.for_env(env, total_timesteps=total_timesteps, eval_every=0)
+    _, metrics = purerl.jit(module.make_train(config))(jax.random.key(0))
+    return config, jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_learning_rate_anneals_over_a_shortened_budget(algo):
+    # three updates, a few percent of the preset's budget at most: the learning rate must decay
+    # over the run it was given, not stay near its start as it would on the preset's horizon
+    module = purerl.get_algorithm(algo)
+    budget = module.Config.for_env(ENV).total_timesteps
+    config, metrics = run_one_seed(algo, ENV, 3 * module.Config.for_env(ENV).steps_per_update)
+    assert config.total_timesteps <= budget // 25 and config.anneal_lr
+    n = config.num_updates
+    expected = [config.lr * (1 - i / n) for i in range(n)]  # linear decay, update i of n
+    np.testing.assert_allclose(metrics["lr"], expected, rtol=1e-6)
+
+
+def test_dqn_exploration_decays_over_a_shortened_budget():
+    budget = purerl.get_algorithm("dqn").Config.for_env(ENV).total_timesteps
+    config, metrics = run_one_seed("dqn", ENV, budget // 50)
+    steps = np.arange(config.num_updates) * config.num_envs  # env steps before each update
+    horizon = config.exploration_fraction * config.total_timesteps
+    expected = [config.epsilon_start + (config.epsilon_end - config.epsilon_start)
+                * min(1.0, s / horizon) for s in steps]
+    np.testing.assert_allclose(metrics["epsilon"], expected, rtol=1e-5, atol=1e-6)
+    assert metrics["epsilon"][-1] == pytest.approx(config.epsilon_end)
