@@ -38,7 +38,8 @@ PEERS = Path(os.environ.get("PEERS_DIR") or HERE.parent.parent / "shared" / "pee
 
 # purerl's fields for each peer config, field by field (rejax: polyak p is tau = 1 - p,
 # num_epochs is gradient steps per iteration of num_envs env steps, fill_buffer is
-# learning_starts; rejax's MLPs are 64x64)
+# learning_starts; rejax's MLPs are 64x64; rejax's DQN moves its target once per iteration,
+# after its num_epochs gradient steps, so target_update_every = num_gradient_steps)
 PAIRS: dict[str, dict] = {
     "ppo-purejaxrl": dict(
         algo="ppo", peer=["purejaxrl_run.py", "{peers}/purejaxrl"], steps=500_000,
@@ -80,7 +81,7 @@ PAIRS: dict[str, dict] = {
         steps=100_000,
         config=dict(env="CartPole-v1", num_envs=10, buffer_size=50_000, learning_starts=5000,
                     batch_size=100, max_grad_norm=10.0, lr=1e-3, anneal_lr=False,
-                    num_gradient_steps=5, tau=0.02, target_update_every=1, epsilon_start=1.0,
+                    num_gradient_steps=5, tau=0.02, target_update_every=5, epsilon_start=1.0,
                     epsilon_end=0.05, exploration_fraction=0.5, gamma=0.99, double_dqn=True,
                     dueling=True, activation="swish", hidden_sizes=(64, 64),
                     normalize_obs=False)),
@@ -96,7 +97,7 @@ PAIRS: dict[str, dict] = {
             normalize_observations=False),
         config=dict(env="Breakout-MinAtar", num_envs=10, buffer_size=50_000,
                     learning_starts=5000, batch_size=100, max_grad_norm=10.0, lr=1e-3,
-                    anneal_lr=False, num_gradient_steps=5, tau=0.02, target_update_every=1,
+                    anneal_lr=False, num_gradient_steps=5, tau=0.02, target_update_every=5,
                     epsilon_start=1.0, epsilon_end=0.05, exploration_fraction=0.5, gamma=0.99,
                     double_dqn=True, dueling=True, activation="swish", hidden_sizes=(64, 64),
                     torso="mlp", normalize_obs=False)),
