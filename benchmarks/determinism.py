@@ -7,8 +7,8 @@
 For each comparison it reports the first update whose metrics differ at all (``first bit``) and
 the first whose metrics differ by more than 1% of their scale (``diverged``: float rounding has
 grown into a different training run), and the final deterministic evaluations. The runs use the
-configs of the README's learning checks. Adds its rows to the determinism table of
-benchmarks/RESULTS.md.
+configs below (each algorithm's defaults, on its default environment, at a learning budget).
+Adds its rows to the determinism table of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

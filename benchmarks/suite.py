@@ -9,7 +9,7 @@ includes compilation). The final deterministic evaluation per seed becomes the p
 in ``purerl/presets.json`` (with the full config, so a later change of the preset marks the
 record stale), its curve is kept in ``benchmarks/curves/`` and then, from every recorded
 preset, the script rewrites the per-family tables between the markers in
-``benchmarks/RESULTS.md`` (and a summary between the same markers in ``README.md``) and one
+``benchmarks/RESULTS.md`` (and a summary between the same markers in ``docs/presets.md``) and one
 learning-curve figure per environment in
 ``benchmarks/figures/`` (mean ± std over seeds of the deterministic evaluation).
 """
@@ -33,7 +33,7 @@ HERE = Path(__file__).parent
 CURVES = HERE / "curves"
 FIGURES = HERE / "figures"
 RESULTS = HERE / "RESULTS.md"
-README = HERE.parent / "README.md"
+PRESETS_PAGE = HERE.parent / "docs" / "presets.md"
 BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
 
 
@@ -83,7 +83,7 @@ def results_tables() -> str:
 
 
 def summary_table() -> str:
-    """Markdown for the README: one row per environment with every measured preset on it, the
+    """Markdown for docs/presets.md: one row per environment with every measured preset on it, the
     presets not measured yet, and the learning-curve figures."""
     by_env: dict[str, list[str]] = {}
     seeds = set()
@@ -95,7 +95,7 @@ def summary_table() -> str:
     over = f"{seeds.pop()} seeds" if len(seeds) == 1 else "seeds"
     missing = [p.name for p in presets.all_presets() if p.measured is None]
     rows = "\n".join(f"| {env} | {', '.join(cells)} |" for env, cells in by_env.items())
-    figures = "\n".join(f"![{env}](benchmarks/figures/{env.replace('/', '_')}.png)"
+    figures = "\n".join(f"![{env}](../benchmarks/figures/{env.replace('/', '_')}.png)"
                         for env in by_env
                         if (FIGURES / f"{env.replace('/', '_')}.png").exists())
     return (f"| environment | final deterministic eval, mean ± std over {over} (env steps per "
@@ -119,7 +119,7 @@ def replace_block(path: Path, block: str) -> None:
 
 
 def write_results() -> None:
-    replace_block(README, summary_table())
+    replace_block(PRESETS_PAGE, summary_table())
     replace_block(RESULTS,
         "## Presets (written by benchmarks/suite.py from purerl/presets.json)\n\n"
         "What each preset reaches. The wall times say how long a measurement took on a shared "

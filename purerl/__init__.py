@@ -26,7 +26,7 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
 
 def get_algorithm(name: str) -> ModuleType:
     """The trainer module for ``name``; ValueError with the closest name if unknown."""
-    from purerl.config import suggest
+    from purerl.config import suggest  # lazy: it imports jax (see __getattr__)
 
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}{suggest(name, ALGORITHMS)}; "
@@ -42,7 +42,7 @@ def __getattr__(name: str):
 
         return getattr(loop, name)
     if name == "load":
-        from purerl.checkpoint import load
+        from purerl.inference import load
 
         return load
     raise AttributeError(f"module 'purerl' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from purerl import signals
 
 def main() -> NoReturn:
     signals.install(starting=True)
-    from purerl.cli import entry
+    from purerl.cli import entry  # after the handlers: purerl.cli imports jax (seconds)
 
     entry()
 

@@ -38,7 +38,7 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, losses, optim, returns, rollout
-from purerl.distributed import SINGLE, DataParallel
+from purerl.parallel import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
                            RolloutConfig, choice, hparam, redefault, static)
 from purerl.networks import ActorCritic, torso_for
@@ -95,7 +95,7 @@ class Worker(NamedTuple):
     parameters. ``cfg`` is the config with the state's (possibly traced) hyperparameters;
     ``norm`` the run state's :class:`~purerl.normalize.ObsNormalizer`. ``dp``: data parallel,
     the worker's environments are this device's share of the run's (:mod:`purerl.distributed`);
-    :data:`~purerl.distributed.SINGLE` (one device) leaves every computation as it is."""
+    :data:`~purerl.parallel.SINGLE` (one device) leaves every computation as it is."""
 
     model: ActorCritic
     env: envs.Env
@@ -178,15 +178,25 @@ def policy_act_and_value(worker: Worker):
 
 def init_parts(config: Config, worker: Worker, key: jax.Array,
                hparams: Mapping[str, Any] | None):
-    """``(hparams, params, opt_state, obs_norm, key, env_key)`` shared by A2C's and A3C's
-    ``init``; worker k resets its environments with ``fold_in(env_key, k)``."""
+    """``(hparams, params, opt_state, key, env_key)`` shared by A2C's and A3C's ``init``; the
+    run state starts with ``env_key`` and :func:`reset_workers`."""
     hp = config.initial_hparams(hparams)
     key, net_key, env_key = jax.random.split(key, 3)
-    obs_shape = worker.env.spec.obs_shape
-    params = worker.model.init(net_key, jnp.zeros((1,) + obs_shape, jnp.float32))
+    params = worker.model.init(net_key, jnp.zeros((1,) + worker.env.spec.obs_shape, jnp.float32))
     opt_state = optim.OPTIMIZERS[config.optimizer](1.0, 1.0).init(params)
-    obs_norm = ObsNormalizer.create(obs_shape, config.normalize_obs)
-    return hp, params, opt_state, obs_norm, key, env_key
+    return hp, params, opt_state, key, env_key
+
+
+def reset_workers(config: Config, env: envs.Env, num_workers: int | None = None):
+    """``reset(env_key)`` for :meth:`purerl.loop.RunState.start`: worker k resets its
+    ``num_envs`` environments with ``fold_in(env_key, k)``; one worker (A2C) when
+    ``num_workers`` is None, else ``num_workers`` of them stacked on a leading axis (A3C)."""
+    def reset_worker(env_key: jax.Array, k) -> envs.EnvState:
+        return env.reset(jax.random.fold_in(env_key, k), config.num_envs)
+
+    if num_workers is None:
+        return lambda env_key: reset_worker(env_key, 0)
+    return lambda env_key: jax.vmap(lambda k: reset_worker(env_key, k))(jnp.arange(num_workers))
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -200,15 +210,13 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     config = Config.coerce(config)
     dp = data_parallel or SINGLE
     dp.check(config)
-    env = envs.make(config.env)
-    config.check_action_space(env.spec.discrete, config.env)
+    env = envs.trainer_env(config).env
     worker = make_worker(config, env, dp)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp, params, opt_state, obs_norm, key, env_key = init_parts(config, worker, key, hparams)
-        env_state = env.reset(jax.random.fold_in(env_key, 0), config.num_envs)
-        return TrainState(params=params, opt_state=opt_state,
-                          run=loop.RunState.create(key, hp, obs_norm, env_state))
+        hp, params, opt_state, key, env_key = init_parts(config, worker, key, hparams)
+        return TrainState(params=params, opt_state=opt_state, run=loop.RunState.start(
+            key, hp, config, env, env_key, reset_workers(config, env)))
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
         cfg = config.with_hparams(state.run.hparams)
@@ -230,6 +238,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

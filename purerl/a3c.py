@@ -53,6 +53,7 @@ from flax import struct
 
 from purerl import a2c, envs, loop, rollout
 from purerl.config import AT_LEAST_ONE, POSITIVE, hparam, static
+from purerl.normalize import ObsNormalizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +172,7 @@ def apply_gradients(cfg: Config, state: TrainState, grads
 
 def make_round(config: Config | Mapping[str, Any] | None = None) -> Round:
     config = Config.coerce(config)
-    env = envs.make(config.env)
-    config.check_action_space(env.spec.discrete, config.env)
-    return Round(config, a2c.make_worker(config, env))
+    return Round(config, a2c.make_worker(config, envs.trainer_env(config).env))
 
 
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
@@ -182,10 +181,11 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     num_workers = config.num_workers
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp, params, opt_state, obs_norm, key, env_key = a2c.init_parts(config, rnd.worker, key,
-                                                                       hparams)
-        env_state = jax.vmap(lambda k: env.reset(jax.random.fold_in(env_key, k),
-                                                 config.num_envs))(jnp.arange(num_workers))
+        hp, params, opt_state, key, env_key = a2c.init_parts(config, rnd.worker, key, hparams)
+        # RunState.start in two steps, so the worker copies are traced between the reset and
+        # the run state, as in earlier versions (the same compiled program)
+        obs_norm = ObsNormalizer.create(env.spec.obs_shape, config.normalize_obs)
+        env_state = a2c.reset_workers(config, env, num_workers)(env_key)
         return TrainState(
             params=params,
             worker_params=jax.tree.map(lambda x: jnp.stack([x] * num_workers), params),
@@ -219,6 +219,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

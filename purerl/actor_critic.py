@@ -220,9 +220,7 @@ def online_update(nets: Nets, env: envs.Env, cfg: Config, state: TrainState, key
 
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     config = Config.coerce(config)
-    env = envs.make(config.env)
-    spec = env.spec
-    config.check_action_space(spec.discrete, config.env)
+    env, _, spec = envs.trainer_env(config)
     batch = config.mode == "batch"
     num_updates = config.num_updates_for(
         config.num_envs * (spec.max_episode_steps if batch else config.num_steps),
@@ -240,9 +238,8 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             params=params,
             actor_opt=optim.adam(1.0).init(params.actor),
             critic_opt=optim.adam(1.0).init(params.critic),
-            run=loop.RunState.create(key, hp,
-                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
-                                     None if batch else env.reset(env_key, config.num_envs)),
+            # batch mode resets the environments in every update
+            run=loop.RunState.start(key, hp, config, env, None if batch else env_key),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
@@ -261,6 +258,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

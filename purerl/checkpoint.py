@@ -1,5 +1,5 @@
-"""Checkpoints of training runs: save the whole vmapped train state, restore it exactly, and load
-a trained policy.
+"""Checkpoints of training runs: save the whole vmapped train state and restore it exactly (a
+trained policy is loaded from one by :mod:`purerl.inference`).
 
 A checkpoint of a run directory lives in ``RUN_DIR/checkpoints/<updates_done>/`` and holds
 
@@ -15,13 +15,13 @@ Nothing is pickled. A checkpoint is written into a hidden temporary directory ne
 and renamed into place once complete (a rename is atomic), and only directories named by a
 number that hold the metadata file count, so a half-written checkpoint is never restored.
 
-Restoring (:func:`restore`, :func:`load`) verifies every file against its recorded sha256 before
-reading it, then restores into a target built with ``jax.eval_shape`` of the trainer's vmapped
-``init`` for the saved config, so the state comes back with its own types (flax structs,
-NamedTuples, typed keys), not as dicts. Every problem -- no checkpoint, a missing, truncated or
-modified file, another algorithm's run, a state layout this purerl does not build, a changed
-config field -- is a :class:`CheckpointError`: one line naming the problem and the fix, raised
-before anything is written.
+Restoring (:func:`restore`, :func:`purerl.inference.load`) verifies every file against its
+recorded sha256 before reading it, then restores into a target built with ``jax.eval_shape`` of
+the trainer's vmapped ``init`` for the saved config, so the state comes back with its own types
+(flax structs, NamedTuples, typed keys), not as dicts. Every problem -- no checkpoint, a
+missing, truncated or modified file, another algorithm's run, a state layout this purerl does
+not build, a changed config field -- is a :class:`CheckpointError`: one line naming the problem
+and the fix, raised before anything is written.
 """
 
 from __future__ import annotations
@@ -37,28 +37,25 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import purerl
-from purerl import loop, prng, rundir
+from purerl import faults, loop, prng
+from purerl.config import BaseConfig
+from purerl.replay import ReplayBuffer
 
-if TYPE_CHECKING:
-    from purerl import rollout
-
-__all__ = ["CHECKPOINTS", "METADATA", "CheckpointError", "CheckpointWriteError", "LoadedRun",
-           "checkpoints", "find", "fingerprint", "latest", "load", "remove_incomplete", "restore",
-           "save"]
+__all__ = ["CHECKPOINTS", "METADATA", "CheckpointError", "CheckpointWriteError", "RestoredRun",
+           "checkpoints", "checksum", "find", "fingerprint", "latest", "read_metadata", "remove",
+           "remove_incomplete", "restore", "save"]
 
 CHECKPOINTS = "checkpoints"  # the run directory's subdirectory of checkpoints
 METADATA = "purerl_checkpoint.json"  # present only in a complete checkpoint
 FORMAT = 1  # version of the checkpoint layout written here
 _STATE = "state"
 _TMP = ".tmp-"  # hidden temporary folders: a save in progress, a checkpoint being removed
-_EVAL_KEY = 0xE7A1  # loop.make_evaluate's fold-in: the key of the trainer's own evaluations
 
 
 class CheckpointError(ValueError):
@@ -95,7 +92,8 @@ def _files(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def _checksum(meta: Mapping[str, Any]) -> str:
+def checksum(meta: Mapping[str, Any]) -> str:
+    """The checksum a checkpoint's metadata records of itself (of every other entry)."""
     body = {k: v for k, v in meta.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -119,7 +117,7 @@ def _num_seeds(state: Any) -> int:
 def _target(agent: loop.Agent, num_seeds: int) -> Any:
     """The abstract state (``jax.ShapeDtypeStruct`` leaves) of ``num_seeds`` vmapped inits."""
     keys = jax.random.split(jax.random.key(0), num_seeds)
-    return jax.eval_shape(loop._vmapped_init(agent, False), keys, None)
+    return jax.eval_shape(loop.vmapped_init(agent, False), keys, None)
 
 
 def _make_agent(config: Any) -> loop.Agent:
@@ -154,8 +152,6 @@ def save(run_dir: str | os.PathLike, config: Any, state: Any,
     newest ``keep`` checkpoints. ``config``: the run's Config; ``seed``: the base seed the keys
     were split from (recorded only); ``extra``: JSON-able values to record (the CLI records its
     wall time). Returns the checkpoint's path."""
-    import orbax.checkpoint as ocp
-
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     num_seeds, done = _num_seeds(state), loop.updates_done(state)
@@ -171,19 +167,8 @@ def save(run_dir: str | os.PathLike, config: Any, state: Any,
     tmp = _temporary(root, str(done))
     tmp.mkdir()
     try:
-        checkpointer = ocp.StandardCheckpointer()
-        try:
-            # orbax restores typed keys by generator name, and refuses zero-size arrays
-            stored = _storable(prng.to_default(state))
-            item = {"state": stored, "metrics": metrics} if metrics else {"state": stored}
-            with _orbax_errors_raised_not_logged():
-                checkpointer.save(tmp / _STATE, item)
-                checkpointer.wait_until_finished()
-        except Exception as e:  # orbax reports a full disk as a ValueError, among others
-            raise _write_error(e, tmp) from None
-        finally:
-            checkpointer.close()
-        rundir.pause_point("save")  # the state is written, the metadata not yet
+        _write_state(tmp, state, metrics)
+        faults.pause_point("save")  # the state is written, the metadata not yet
         meta = {
             "format": FORMAT,
             "algo": config.algo,
@@ -197,22 +182,48 @@ def save(run_dir: str | os.PathLike, config: Any, state: Any,
             "files": _files(tmp),
             "extra": dict(extra or {}),
         }
-        meta["checksum"] = _checksum(meta)
-        with (tmp / METADATA).open("w") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _write_metadata(tmp, meta)
         final = root / str(done)
         if final.exists():  # e.g. a run resumed from an earlier checkpoint: replace it
-            _remove(final)
+            remove(final)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for _, path in checkpoints(run_dir)[:-keep]:
-        _remove(path)
+        remove(path)
     return final
+
+
+def _write_state(tmp: Path, state: Any, metrics: dict[str, np.ndarray]) -> None:
+    """The orbax directory ``tmp/state`` of ``state`` and ``metrics``; an OSError (one line,
+    :class:`CheckpointWriteError` where orbax raised another kind) if it cannot be written."""
+    # lazy: orbax takes seconds to import, and purerl's command line imports this module before
+    # it checks its input (purerl.cli imports orbax itself once the input is valid)
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        # orbax restores typed keys by generator name, and refuses zero-size arrays
+        stored = _storable(prng.to_default(state))
+        item = {"state": stored, "metrics": metrics} if metrics else {"state": stored}
+        with _orbax_errors_raised_not_logged():
+            checkpointer.save(tmp / _STATE, item)
+            checkpointer.wait_until_finished()
+    except Exception as e:  # orbax reports a full disk as a ValueError, among others
+        raise _write_error(e, tmp) from None
+    finally:
+        checkpointer.close()
+
+
+def _write_metadata(tmp: Path, meta: dict[str, Any]) -> None:
+    """``meta`` with its checksum as ``tmp``'s metadata file, on disk before it returns."""
+    meta["checksum"] = checksum(meta)
+    with (tmp / METADATA).open("w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _temporary(root: Path, tag: str) -> Path:
@@ -220,7 +231,7 @@ def _temporary(root: Path, tag: str) -> Path:
     return root / f"{_TMP}{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _remove(ckpt: Path) -> None:
+def remove(ckpt: Path) -> None:
     """Remove a checkpoint by first renaming it out of the numbered names (one atomic step), so
     a process killed while deleting its files never leaves a numbered folder that holds part of
     a checkpoint: what is left is a hidden temporary folder, removed by a later save."""
@@ -229,7 +240,7 @@ def _remove(ckpt: Path) -> None:
         ckpt.rename(doomed)
     except FileNotFoundError:  # removed meanwhile
         return
-    rundir.pause_point("prune")
+    faults.pause_point("prune")
     shutil.rmtree(doomed, ignore_errors=True)
 
 
@@ -259,7 +270,7 @@ def remove_incomplete(run_dir: str | os.PathLike, every_process: bool = False) -
             if every_process or pid is None or pid == os.getpid() or not _alive(pid):
                 shutil.rmtree(path, ignore_errors=True)
         elif path.name.isdigit() and path.is_dir() and not (path / METADATA).exists():
-            _remove(path)
+            remove(path)
 
 
 @contextlib.contextmanager
@@ -373,7 +384,7 @@ def read_metadata(ckpt: str | os.PathLike, verify: bool = True) -> dict[str, Any
                               "use a run directory or another checkpoint") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _corrupt(ckpt, f"its {METADATA} is unreadable ({e})") from None
-    if not isinstance(meta, dict) or meta.get("checksum") != _checksum(meta):
+    if not isinstance(meta, dict) or meta.get("checksum") != checksum(meta):
         raise _corrupt(ckpt, f"its {METADATA} does not match its checksum (modified)")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {ckpt} has layout format {meta.get('format')!r}, "
@@ -438,8 +449,6 @@ def _resize_buffers(state: Any, target: Any) -> Any:
     so a budget change changes it. A buffer of a run's own length has never wrapped around, so
     its filled slots ``0 .. size - 1`` keep their place and the next write goes to ``size``, as
     in a run with the larger buffer from the start."""
-    from purerl.replay import ReplayBuffer
-
     def is_buffer(x):
         return isinstance(x, ReplayBuffer)
 
@@ -469,9 +478,9 @@ def _resize_buffers(state: Any, target: Any) -> Any:
 
 
 @dataclasses.dataclass(eq=False)
-class LoadedRun:
-    """A restored checkpoint: the run's config and agent, every seed's train state, the metrics
-    of the updates done, and the trained policy (:meth:`policy`)."""
+class RestoredRun:
+    """A restored checkpoint: the run's config and agent, every seed's train state and the
+    metrics of the updates done (:class:`purerl.inference.LoadedRun` adds its policy)."""
 
     path: Path  # the checkpoint directory
     algo: str
@@ -482,7 +491,6 @@ class LoadedRun:
     updates_done: int
     seed: int | None  # the base seed the run's keys were split from, where recorded
     metadata: dict[str, Any]
-    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def num_seeds(self) -> int:
@@ -496,97 +504,6 @@ class LoadedRun:
     def seed_state(self, seed: int) -> Any:
         """The train state of seed ``seed`` (no seed axis)."""
         return jax.tree.map(lambda x: x[seed], self.state)
-
-    def policy(self, obs: Any, key: jax.Array | None = None, deterministic: bool = True,
-               seed: int | None = None) -> jax.Array:
-        """Environment actions of the trained policy (the trainer's ``agent.act``).
-
-        ``seed=i``: seed ``i``'s policy on ``obs`` (a batch of observations, or one). ``seed=None``:
-        every seed's, batched over the leading seed axis: ``obs[i]`` goes to seed ``i`` (use
-        ``np.broadcast_to(obs, (run.num_seeds, *obs.shape))`` to show every seed the same
-        observations), and ``key`` is split into one key per seed. ``deterministic=False``
-        samples (exploration policy) and needs ``key``."""
-        if not deterministic and key is None:
-            raise ValueError("a stochastic policy (deterministic=False) needs a key")
-        obs = jnp.asarray(obs)
-        if seed is None:
-            if obs.ndim == 0 or obs.shape[0] != self.num_seeds:
-                raise ValueError(f"with seed=None, obs needs a leading seed axis of "
-                                 f"{self.num_seeds}; got shape {tuple(obs.shape)} (pass seed=i "
-                                 "for one seed's policy)")
-            keys = None if key is None else jax.random.split(key, self.num_seeds)
-            return self._batched_act(bool(deterministic))(self.state, obs, keys)
-        if not -self.num_seeds <= seed < self.num_seeds:
-            raise ValueError(f"seed={seed} is not one of the run's {self.num_seeds} seeds")
-        return self._one_act(bool(deterministic))(self.state, seed % self.num_seeds, obs, key)
-
-    def _one_act(self, deterministic: bool):
-        act = self.agent.act
-        if ("one", deterministic) not in self._compiled:
-            self._compiled["one", deterministic] = jax.jit(
-                lambda state, i, obs, key: act(jax.tree.map(lambda x: x[i], state), obs, key,
-                                               deterministic))
-        return self._compiled["one", deterministic]
-
-    def _batched_act(self, deterministic: bool):
-        act = self.agent.act
-        if ("all", deterministic) not in self._compiled:
-            self._compiled["all", deterministic] = jax.jit(
-                jax.vmap(lambda s, obs, key: act(s, obs, key, deterministic)))
-        return self._compiled["all", deterministic]
-
-    def _eval_keys(self, episodes: int | None, key: jax.Array | None) -> tuple[int, jax.Array]:
-        episodes = self.config.eval_episodes if episodes is None else int(episodes)
-        if episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {episodes}")
-        if key is None:
-            return episodes, jax.vmap(lambda k: jax.random.fold_in(k, _EVAL_KEY))(
-                self.state.run.key)
-        return episodes, jax.random.split(key, self.num_seeds)
-
-    def _act_fn(self, state: Any, deterministic: bool) -> Callable[..., jax.Array]:
-        act = self.agent.act
-        if deterministic:
-            return lambda obs: act(state, obs)
-        return lambda obs, k: act(state, obs, k, False)
-
-    def evaluate(self, episodes: int | None = None, key: jax.Array | None = None,
-                 deterministic: bool = True) -> np.ndarray:
-        """The return of each of ``episodes`` episodes (default: the config's ``eval_episodes``)
-        of every seed's policy, ``[seeds, episodes]``, all seeds in one compiled program.
-        Without ``key``, each seed's episodes use the key of the trainer's own evaluations
-        (:func:`purerl.loop.make_evaluate`), so the deterministic default reproduces the run's
-        final ``eval_return``; with one, seed ``i`` uses ``jax.random.split(key, seeds)[i]``."""
-        from purerl import envs, rollout
-
-        episodes, keys = self._eval_keys(episodes, key)
-        env = envs.make(self.config.env)
-
-        def one(state, key):
-            return rollout.episode_returns(env, self._act_fn(state, deterministic), key,
-                                           episodes, stochastic=not deterministic)
-
-        return np.asarray(purerl.jit(jax.vmap(one))(self.state, keys))
-
-    def record_episode(self, seed: int = 0, episodes: int | None = None,
-                       key: jax.Array | None = None, deterministic: bool = True
-                       ) -> rollout.Recording:
-        """The first episode :meth:`evaluate` runs for seed ``seed`` with the same arguments,
-        recorded step by step (:func:`purerl.rollout.record_episode`, as numpy arrays): its
-        ``reward[active]`` sums to ``evaluate(...)[seed, 0]``."""
-        from purerl import envs, rollout
-
-        if not -self.num_seeds <= seed < self.num_seeds:
-            raise ValueError(f"seed={seed} is not one of the run's {self.num_seeds} seeds")
-        episodes, keys = self._eval_keys(episodes, key)
-        env = envs.make(self.config.env)
-
-        def one(state, key):
-            return rollout.record_episode(env, self._act_fn(state, deterministic), key,
-                                          episodes, stochastic=not deterministic)
-
-        seed %= self.num_seeds
-        return jax.device_get(purerl.jit(one)(self.seed_state(seed), keys[seed]))
 
 
 def _placed(target: Any, sharding: Any) -> Any:
@@ -602,7 +519,7 @@ def _placed(target: Any, sharding: Any) -> Any:
 def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = None,
             total_timesteps: int | None = None,
             sharding: jax.sharding.Sharding | Callable[[Any], jax.sharding.Sharding] | None = None
-            ) -> LoadedRun:
+            ) -> RestoredRun:
     """Restore a checkpoint: ``path`` is a run directory (its newest complete checkpoint) or one
     checkpoint directory (``RUN_DIR/checkpoints/<updates>``).
 
@@ -634,16 +551,40 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
 
 
 def _restore(ckpt: Path, path: str | os.PathLike, config: Any, algo: str | None,
-             total_timesteps: int | None, sharding: Any) -> LoadedRun:
+             total_timesteps: int | None, sharding: Any) -> RestoredRun:
     """:func:`restore` of the checkpoint directory ``ckpt`` (found from ``path``)."""
-    from purerl.config import BaseConfig
-
     meta = read_metadata(ckpt)
+    saved, wanted = _wanted_config(meta, ckpt, path, config, algo, total_timesteps)
+    done, num_seeds = int(meta["updates_done"]), int(meta["num_seeds"])
+    agent = _make_agent(saved)
+    target = _target(agent, num_seeds)
+    if fingerprint(target) != meta["fingerprint"]:
+        raise CheckpointError(
+            f"checkpoint {ckpt} holds a train-state layout (saved by purerl "
+            f"{meta['purerl_version']}) that this purerl {purerl.__version__} does not build for "
+            f"its {saved.algo} config; restore it with purerl {meta['purerl_version']}, or "
+            "train a new run")
+    state, metrics = _read_state(ckpt, meta, target, sharding)
+    if wanted is not saved:
+        agent = _make_agent(wanted)
+        new_target = _target(agent, num_seeds)
+        state = _resize_buffers(state, new_target)
+        if fingerprint(state) != fingerprint(new_target):
+            raise CheckpointError(f"the train state of checkpoint {ckpt} does not fit "
+                                  f"total_timesteps={wanted.total_timesteps}; train a new run")
+    return RestoredRun(ckpt, saved.algo, wanted, agent, state, metrics, done, meta.get("seed"),
+                       meta)
+
+
+def _wanted_config(meta: Mapping[str, Any], ckpt: Path, path: str | os.PathLike, config: Any,
+                   algo: str | None, total_timesteps: int | None) -> tuple[Any, Any]:
+    """The checkpoint's config and the one to continue with (``config``, ``total_timesteps``:
+    see :func:`restore`; the saved one itself where neither is given); CheckpointError unless
+    the second may continue the run."""
     if algo is not None and algo != meta["algo"]:
         raise CheckpointError(f"{path} is a {meta['algo']} run, not a {algo} run; restore it as "
                               f"{meta['algo']} (purerl.load finds the algorithm itself)")
     saved = _config_of(meta, ckpt)
-    done, num_seeds = int(meta["updates_done"]), int(meta["num_seeds"])
     wanted = saved
     if config is not None:
         if isinstance(config, BaseConfig) and config.algo != saved.algo:
@@ -658,20 +599,19 @@ def _restore(ckpt: Path, path: str | os.PathLike, config: Any, algo: str | None,
             wanted = wanted.replace(total_timesteps=int(total_timesteps))
         except ValueError as e:
             raise CheckpointError(str(e)) from None
-    _check_config(saved, wanted, ckpt, done)
+    _check_config(saved, wanted, ckpt, int(meta["updates_done"]))
+    return saved, wanted
 
-    agent = _make_agent(saved)
-    target = _target(agent, num_seeds)
-    if fingerprint(target) != meta["fingerprint"]:
-        raise CheckpointError(
-            f"checkpoint {ckpt} holds a train-state layout (saved by purerl "
-            f"{meta['purerl_version']}) that this purerl {purerl.__version__} does not build for "
-            f"its {saved.algo} config; restore it with purerl {meta['purerl_version']}, or "
-            "train a new run")
-    metric_target = {name: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
-                     for name, (dtype, shape) in meta["metrics"].items()}
+
+def _read_state(ckpt: Path, meta: Mapping[str, Any], target: Any, sharding: Any
+                ) -> tuple[Any, dict[str, np.ndarray]]:
+    """The state (shaped like ``target``, placed by ``sharding``) and the metrics saved in the
+    checkpoint ``ckpt`` with the metadata ``meta``, whose files have been verified."""
+    # lazy: orbax takes seconds to import (see _write_state)
     import orbax.checkpoint as ocp
 
+    metric_target = {name: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+                     for name, (dtype, shape) in meta["metrics"].items()}
     placed = _placed(prng.to_default(target), sharding)
     checkpointer = ocp.StandardCheckpointer()
     try:
@@ -687,21 +627,4 @@ def _restore(ckpt: Path, path: str | os.PathLike, config: Any, algo: str | None,
     finally:
         checkpointer.close()
     state = prng.to_unrolled(_rebuild(item["state"], placed))
-    metrics = {k: np.asarray(v) for k, v in item.get("metrics", {}).items()}
-
-    if wanted is not saved:
-        agent = _make_agent(wanted)
-        new_target = _target(agent, num_seeds)
-        state = _resize_buffers(state, new_target)
-        if fingerprint(state) != fingerprint(new_target):
-            raise CheckpointError(f"the train state of checkpoint {ckpt} does not fit "
-                                  f"total_timesteps={wanted.total_timesteps}; train a new run")
-    return LoadedRun(ckpt, saved.algo, wanted, agent, state, metrics, done, meta.get("seed"),
-                     meta)
-
-
-def load(path: str | os.PathLike, *, algo: str | None = None) -> LoadedRun:
-    """The trained run saved at ``path`` (a run directory: its newest checkpoint; or one
-    checkpoint directory): ``.config``, ``.algo``, ``.state`` (all seeds), ``.metrics`` and
-    ``.policy(obs, key=None, deterministic=True, seed=None)``. See :func:`restore`."""
-    return restore(path, algo=algo)
+    return state, {k: np.asarray(v) for k, v in item.get("metrics", {}).items()}

@@ -7,7 +7,10 @@ then writes ``config.json``, ``metrics.json``, ``metrics.csv``, ``learning_curve
 ``summary.txt`` to ``<out>/<name>/`` and prints the summary table; ``--log`` also logs every
 chunk to TensorBoard or wandb (:mod:`purerl.loggers`). ``resume`` continues a run from its
 newest checkpoint and rewrites those files; ``eval`` runs episodes of a saved policy and with
-``--gif`` draws one (:mod:`purerl.render`).
+``--gif`` draws one (:mod:`purerl.render`). This module parses the arguments and runs the
+commands; the work is done by :mod:`purerl.driver` (training), :mod:`purerl.rundir` (the run
+directory, config.json, resuming), :mod:`purerl.results` (the result files) and
+:mod:`purerl.inference` (evaluating a saved policy).
 Bad input (unknown algorithm, environment or config key, unparsable or invalid value, a missing,
 corrupt or mismatched checkpoint, a run too large for the memory, a ``--name`` that is taken or
 not one directory name) prints one ``purerl: error: ...`` line and exits 2, before anything is
@@ -22,28 +25,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import dataclasses
-import json
 import os
 import re
 import shutil
 import sys
 import textwrap
-import time
 import typing
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 import purerl
 from purerl import checkpoint, distributed, loggers, loop, rundir, signals
 from purerl import config as config_lib
-
-Metrics = dict[str, np.ndarray]  # name -> [seeds, updates]
+from purerl import driver, memory, presets, results
+from purerl.results import format_table
+from purerl.placement import placement as device_placement
 
 _TRUE, _FALSE = {"true", "1", "yes", "y", "on"}, {"false", "0", "no", "n", "off"}
 
@@ -101,166 +100,15 @@ def parse_overrides(pairs: Sequence[str], config_cls: type) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------------------- training
-
-
-def train(agent: loop.Agent, keys: jax.Array | None, chunk: int, *, state: Any = None,
-          align: int | None = None,
-          on_chunk: Callable[[int, Any, list[Metrics]], None] | None = None,
-          placement: Any = None) -> Metrics:
-    """Run all seeds in chunks of ``chunk`` updates with a progress bar; metrics are
-    ``[seeds, updates]`` numpy arrays of the updates run here. ``state``: continue from this
-    state (:func:`purerl.loop.run_chunked`); ``align``: chunk boundaries on its multiples;
-    ``on_chunk(updates_done, state, chunks)`` is called after every chunk (``chunks``: the
-    metrics of the chunks so far)."""
-    chunks: list[Metrics] = []
-    postfix: dict[str, str] = {}
-    start = 0 if state is None else loop.updates_done(state)
-    with tqdm(total=agent.num_updates, initial=start, unit="update", disable=None,
-              dynamic_ncols=True) as bar:
-        # placement (purerl.distributed.Placement, --devices): where the chunks run
-        run_chunked = loop.run_chunked if placement is None else placement.run_chunked
-        for done, state, metrics in run_chunked(agent, keys, chunk=chunk, state=state,
-                                                align=align):
-            chunks.append({k: np.asarray(v) for k, v in jax.device_get(metrics).items()})
-            if on_chunk is not None:
-                on_chunk(done, state, chunks)
-            for name, short in (("eval_return", "eval"), ("episode_return", "episode")):
-                latest = _latest_mean(chunks[-1].get(name))
-                if latest is not None:
-                    postfix[short] = f"{latest:.1f}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(done - bar.n)
-    return _concat(chunks)
-
-
-def _concat(chunks: Sequence[Metrics]) -> Metrics:
-    """Metrics of consecutive chunks joined along the update axis."""
-    chunks = [c for c in chunks if c]
-    return {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]} if chunks \
-        else {}
-
-
-def _latest_mean(values: np.ndarray | None) -> float | None:
-    """Mean over seeds of the last update that has a value (None if there is none)."""
-    if values is None:
-        return None
-    for column in values.T[::-1]:
-        if not np.isnan(column).all():
-            return float(np.nanmean(column))
-    return None
-
-
-# -------------------------------------------------------------------------------- outputs
-
-
-def as_lists(a: np.ndarray) -> list:
-    """Nested lists of Python numbers; floats at their shortest round-trip repr, NaN as None."""
-    if not np.issubdtype(a.dtype, np.floating):
-        return a.tolist()
-    flat = [None if np.isnan(v) else float(str(v)) for v in a.ravel()]
-    return np.array(flat, dtype=object).reshape(a.shape).tolist()
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """``obj`` as indented JSON, written atomically (:func:`purerl.rundir.write_atomic`)."""
-    rundir.write_text(path, json.dumps(obj, indent=1) + "\n")
-
-
-def write_csv(path: Path, metrics: Metrics) -> None:
-    """Long format: one row per (seed, update), ``update`` counted from 0; NaN is empty.
-    Written atomically: a full disk never leaves a file cut mid-row."""
-    names = sorted(k for k in metrics if k != "env_steps")
-    columns = [as_lists(metrics[k]) for k in ("env_steps", *names)]
-    seeds, updates = metrics["env_steps"].shape
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["seed", "update", "env_steps", *names])
-            for s in range(seeds):
-                for u in range(updates):
-                    writer.writerow([s, u, *("" if c[s][u] is None else c[s][u]
-                                             for c in columns)])
-
-    rundir.write_atomic(path, write)
-
-
-def plot_learning_curve(path: Path, metrics: Metrics, title: str) -> None:
-    """Mean over seeds with a min-max band of training-episode and eval returns vs env steps
-    (eval points also get min-max whiskers, since a band is invisible with one point)."""
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
-
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    steps = metrics["env_steps"][0]
-    for name, label in (("episode_return", "training episodes"),
-                        ("eval_return", "deterministic eval")):
-        y = metrics.get(name)
-        cols = None if y is None else ~np.isnan(y).all(axis=0)  # updates with a value
-        if cols is None or not cols.any():
-            continue
-        x, y = steps[cols], y[:, cols]
-        mean, low, high = np.nanmean(y, axis=0), np.nanmin(y, axis=0), np.nanmax(y, axis=0)
-        line, = ax.plot(x, mean, label=label)
-        ax.fill_between(x, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
-        if name == "eval_return":
-            ax.errorbar(x, mean, yerr=(mean - low, high - mean), fmt="o", markersize=3,
-                        capsize=3, color=line.get_color())
-    ax.set(title=title, xlabel="environment steps (per seed)", ylabel="return")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    rundir.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-
-
-def _mean(x: np.ndarray) -> str:
-    """NaN-ignoring mean to 4 significant digits; ``n/a`` when there is no value."""
-    x = np.asarray(x, np.float64)
-    return "n/a" if np.isnan(x).all() else f"{np.nanmean(x):.4g}"
-
-
-def summarize(algo: str, config: Any, metrics: Metrics, wall_s: float) -> list[tuple[str, str]]:
-    """The rows of the end-of-run summary table."""
-    seeds, updates = metrics["env_steps"].shape
-    final_eval = metrics["eval_return"][:, -1]  # the last update is always evaluated
-    tail = metrics["episode_return"][:, -max(1, updates // 10):]
-    rows = [
-        ("algorithm", algo),
-        ("environment", config.env),
-        ("seeds", str(seeds)),
-        ("env steps per seed", str(int(metrics["env_steps"][0, -1]))),
-        ("updates", str(updates)),
-        ("wall time (incl. compile)", f"{wall_s:.1f} s"),
-        ("final eval return", f"{_mean(final_eval)} ± {final_eval.std():.4g}"),
-        ("best eval return", _mean(np.nanmax(metrics["eval_return"], axis=1))),
-        ("final episode return (last 10%)", _mean(tail)),
-    ]
-    shown = {"env_steps", "eval_return", "episode_return"}
-    rows += [(f"final {k}", _mean(metrics[k][:, -1])) for k in sorted(set(metrics) - shown)]
-    return rows
-
-
-def format_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
-    """Left-aligned plain-text columns, with a rule under the header if there is one."""
-    table = ([list(header)] if header else []) + [list(r) for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-    if header:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------- commands
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]:
+def setup_train(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]:
     """Validate everything before compiling: ``--seed``, ``--name``, the config (the
     environment's preset unless ``--no-preset``, then ``--set`` and ``--total-timesteps`` on
     top; a flag and a ``--set`` of the same field must agree), the agent, its memory estimate
     for ``--seeds`` seeds (:mod:`purerl.memory`) and the run directory, which must not hold a
     run yet. Returns them with the preset's name (None when none was used)."""
-    from purerl import memory, presets
-
     module = purerl.get_algorithm(args.algo)
     config_lib.check_seed(args.seed, "--seed")
     if args.name is not None:
@@ -276,11 +124,11 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
     agent = module.make_agent(config)
     eval_note = None
     if "eval_every" not in set_values:
-        config, eval_note = _enough_evaluations(config, agent.num_updates)
+        config, eval_note = enough_evaluations(config, agent.num_updates)
         if eval_note:
             agent = module.make_agent(config)
     memory.check(agent, args.seeds, what=f"{args.algo} on {config.env}", seeds_name="--seeds")
-    run_dir = _new_run_dir(Path(args.out), args.name, args.algo, config.env)
+    run_dir = rundir.new_run_dir(Path(args.out), args.name, args.algo, config.env)
     if args.no_preset:
         print("--no-preset: the defaults of the config", file=sys.stderr)
     elif preset is None:
@@ -302,7 +150,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]
 MIN_EVALUATIONS = 10  # a CLI run evaluates at least this often unless --set eval_every says
 
 
-def _enough_evaluations(config: Any, num_updates: int) -> tuple[Any, str | None]:
+def enough_evaluations(config: Any, num_updates: int) -> tuple[Any, str | None]:
     """``config`` with ``eval_every`` lowered so the run evaluates about
     :data:`MIN_EVALUATIONS` times along the way (a preset's interval is chosen for its own
     budget, so a shorter ``--total-timesteps`` would otherwise evaluate only after the last
@@ -338,46 +186,6 @@ def _check_name(name: str) -> None:
                          "'..'): the run goes to OUT/NAME; choose OUT with --out")
 
 
-# what a run directory holds once 'purerl train' has used it
-RUN_OUTPUTS = ("config.json", *rundir.RESULTS, checkpoint.CHECKPOINTS, "tensorboard", "wandb")
-
-
-def _new_run_dir(out: Path, name: str | None, algo: str, env: str) -> Path:
-    """``out/name``, refused if it holds a run already (runs are never overwritten); without a
-    name ``out/ALGO_ENV_TIMESTAMP``, with ``_2``, ``_3``, ... appended while that is taken."""
-    if name is None:
-        base = f"{algo}_{env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir, n = out / base, 1
-        while _taken(run_dir):
-            n += 1
-            run_dir = out / f"{base}_{n}"
-        return run_dir
-    run_dir = out / name
-    _check_free(run_dir, name)
-    return run_dir
-
-
-def _check_free(run_dir: Path, name: str) -> None:
-    """ValueError unless ``run_dir`` is free for ``--name``: no checkpoint, no result file. A
-    directory left by a run that stopped before its first checkpoint (only its config.json,
-    perhaps logger files) is free: nothing of it could be resumed."""
-    newest = checkpoint.latest(run_dir)
-    if newest is not None:  # never mix two runs' checkpoints (resume would pick the wrong one)
-        raise ValueError(f"{run_dir} already holds checkpoints of a run (the newest after "
-                         f"{newest.name} updates); continue it with 'purerl resume {run_dir}', "
-                         f"or train under another --name (or delete "
-                         f"{run_dir / checkpoint.CHECKPOINTS})")
-    results = [n for n in rundir.RESULTS if (run_dir / n).exists()]
-    if results:
-        raise ValueError(f"--name {name}: {run_dir} already holds a run ({', '.join(results)}); "
-                         "runs are never overwritten: train under another --name or delete it")
-
-
-def _taken(run_dir: Path) -> list[str]:
-    """The outputs of an earlier run in ``run_dir`` (empty if none)."""
-    return [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
-
-
 def _fail(message: str, code: int = 2) -> int:
     print(f"purerl: error: {' '.join(message.split())}", file=sys.stderr)
     return code
@@ -392,119 +200,11 @@ def _os_error_text(error: OSError) -> str:
     return f"{error.filename}: {cause}" if error.filename else cause
 
 
-def _standing(run_dir: Path, num_updates: int | None = None) -> str:
-    """Where an interrupted or failed run stands and how to go on (one clause)."""
-    newest = checkpoint.latest(run_dir)
-    if newest is None:
-        return (f"no checkpoint was saved; 'purerl resume {run_dir}' trains the run again from "
-                f"the start (or 'purerl train ... --name {run_dir.name}' reuses the directory)")
-    if num_updates is not None and int(newest.name) >= num_updates:
-        return (f"training finished and its final checkpoint {newest} is saved; 'purerl resume "
-                f"{run_dir}' writes the missing results")
-    return (f"the newest checkpoint is {newest} ({newest.name} updates); continue with "
-            f"'purerl resume {run_dir}'")
-
-
-# keys of config.json besides the config's fields: the run's options
-RUN_KEYS = ("algo", "seeds", "seed", "preset", "chunk", "checkpoint_every", "keep", "log",
-            "wandb_id", "devices", "data_parallel")
-
-
-def _write_config(run_dir: Path, algo: str, config: Any, seeds: int, seed: int | None,
-                  preset: str | None, chunk: int | None, every: int | None, keep: int,
-                  log: Sequence[str] = (), wandb_id: str | None = None,
-                  devices: int | str | None = None, data_parallel: bool = False) -> None:
-    write_json(run_dir / "config.json",
-               {**config.to_dict(), "algo": algo, "seeds": seeds, "seed": seed,
-                "preset": preset, "chunk": chunk, "checkpoint_every": every, "keep": keep,
-                "log": list(log), "wandb_id": wandb_id, "devices": devices,
-                "data_parallel": data_parallel})
-
-
-def _log_kinds(requested: Sequence[str] | None, saved: Sequence[str] = ()) -> list[str]:
-    """The loggers of ``--log`` (``none`` turns them off; not given: ``saved``), checked."""
-    kinds = list(saved) if requested is None else [k for k in requested if k != "none"]
-    loggers.check(kinds)
-    return list(dict.fromkeys(kinds))
-
-
 def _chunk_length(agent: loop.Agent, chunk: int | None, every: int | None) -> int:
     """The chunk length run_chunked will use (so the messages are true): about ``chunk``
     updates (default num_updates // 50), a divisor of ``every`` where one is near."""
     requested = chunk or max(1, agent.num_updates // 50)
     return loop.even_chunk(agent.num_updates, requested, every)
-
-
-def _train_and_write(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *,
-                     keys: jax.Array | None = None, resumed: Any = None, seeds: int,
-                     seed: int | None, chunk: int, every: int | None, keep: int,
-                     log: Sequence[str] = (), placement: Any = None) -> int:
-    """Train (from ``keys``, or on from the restored run ``resumed``) with a checkpoint every
-    ``every`` updates and after the last, logging every chunk to the ``log`` loggers
-    (:mod:`purerl.loggers`), then write the metrics (the restored ones followed by the new),
-    the learning curve and the summary. The caller holds the run directory's lock."""
-    old = resumed.metrics if resumed is not None else {}
-    wall_before = float(resumed.metadata["extra"].get("wall_s", 0.0)) if resumed else 0.0
-    sinks = _open_loggers(log, run_dir, seeds, resumed)
-    start = time.perf_counter()
-
-    def after_chunk(done: int, state: Any, chunks: list[Metrics]) -> None:
-        for sink in sinks:
-            sink.write(chunks[-1], done - chunks[-1]["env_steps"].shape[1])
-        if done == agent.num_updates or (every and done % every == 0):
-            wall = wall_before + time.perf_counter() - start
-            checkpoint.save(run_dir, config, state, _concat([old, *chunks]), seed=seed,
-                            keep=keep, extra={"wall_s": round(wall, 3)})
-        rundir.pause_point("chunk")
-
-    rundir.pause_point("start")  # config.json is written, nothing compiled yet
-    try:
-        new = train(agent, keys, chunk, state=None if resumed is None else resumed.state,
-                    align=every, on_chunk=after_chunk, placement=placement)
-    finally:
-        for sink in sinks:
-            sink.close()
-    wall_s = wall_before + time.perf_counter() - start
-    rundir.pause_point("trained")  # the final checkpoint is saved, no result file yet
-    _write_results(algo, config, run_dir, _concat([old, new]), wall_s, seeds, placement)
-    return 0
-
-
-def _write_results(algo: str, config: Any, run_dir: Path, metrics: Metrics, wall_s: float,
-                   seeds: int, placement: Any = None) -> None:
-    """The result files (:data:`purerl.rundir.RESULTS`), each written atomically, and the
-    summary table on stdout."""
-    write_json(run_dir / "metrics.json", {k: as_lists(v) for k, v in metrics.items()})
-    rundir.pause_point("results")
-    write_csv(run_dir / "metrics.csv", metrics)
-    plot_learning_curve(run_dir / "learning_curve.png", metrics,
-                        f"{algo} on {config.env}: mean and min-max over {seeds} seed(s)")
-    rows = summarize(algo, config, metrics, wall_s)
-    rows.insert(3, ("devices", (placement or distributed.Placement()).describe(config, seeds)))
-    table = format_table(rows)
-    rundir.write_text(run_dir / "summary.txt", table + "\n")
-    print(table)
-    print(f"run directory: {run_dir}")
-
-
-def _open_loggers(kinds: Sequence[str], run_dir: Path, seeds: int, resumed: Any
-                  ) -> list[loggers.Logger]:
-    """The run's loggers; a resumed run continues its wandb run (the id in config.json) and
-    purges what TensorBoard holds past the checkpoint; a run trained from the start in a
-    directory that holds TensorBoard files of an earlier attempt purges all of them. A new
-    wandb id goes into config.json."""
-    if not kinds:
-        return []
-    saved = _read_run_config(run_dir) or {}
-    purge = 0 if (run_dir / "tensorboard").exists() else None
-    if resumed is not None:
-        purge = int(np.asarray(resumed.state.run.env_steps).reshape(-1)[0]) + 1
-    sinks = loggers.make(kinds, run_dir, seeds, saved, wandb_id=saved.get("wandb_id"),
-                         purge_step=purge)
-    for sink in sinks:
-        if isinstance(sink, loggers.WandbLogger) and sink.id != saved.get("wandb_id"):
-            write_json(run_dir / "config.json", {**saved, "wandb_id": sink.id})
-    return sinks
 
 
 def _checkpoint_note(every: int | None, keep: int) -> str:
@@ -523,34 +223,38 @@ def _import_what_training_imports() -> None:
     """Import the modules a run imports later (checkpoints, the learning curve) while a signal
     still ends the process on the spot (:func:`purerl.signals.install`): an interrupt raised
     into an import can be swallowed by a library's bare ``except``."""
+    # imported here, not at the top: the point is when (and that only train and resume wait
+    # for these seconds of importing)
     import matplotlib.figure  # noqa: F401
     import orbax.checkpoint  # noqa: F401
 
 
 def _guarded(run_dir: Path, config: Any, num_updates: int, body: Callable[[], int]) -> int:
     """``body()``, with everything that can stop it reported in one line naming where the run
-    stands (:func:`_standing`): divergence (exit 3), an OS error such as a full disk or a
-    read-only directory (exit 4), SIGINT / SIGTERM (exit 128 + the signal's number)."""
+    stands (:func:`purerl.rundir.standing`): divergence (exit 3), an OS error such as a full
+    disk or a read-only directory (exit 4), SIGINT / SIGTERM (exit 128 + the signal's
+    number)."""
     try:
         return body()
     except loop.DivergenceError as e:
         return _diverged(e, config, run_dir)
     except KeyboardInterrupt as e:
-        print(f"purerl: interrupted ({signals.name(e)}); {_standing(run_dir, num_updates)}",
+        print(f"purerl: interrupted ({signals.name(e)}); {rundir.standing(run_dir, num_updates)}",
               file=sys.stderr)
         return signals.exit_code(e)
     except OSError as e:
-        return _fail(f"{_os_error_text(e)}; {_standing(run_dir, num_updates)}", EXIT_OS_ERROR)
+        return _fail(f"{_os_error_text(e)}; {rundir.standing(run_dir, num_updates)}",
+                     EXIT_OS_ERROR)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        log = _log_kinds(args.log)
+        log = loggers.chosen(args.log)
         devices, data_parallel = getattr(args, "devices", None), getattr(args, "data_parallel",
                                                                           False)
         distributed.device_count(devices)  # before the run directory is made
-        config, agent, run_dir, preset = _setup(args)
-        placement = distributed.placement(devices, data_parallel, config)
+        config, agent, run_dir, preset = setup_train(args)
+        placement = device_placement(devices, data_parallel, config)
         agent = placement.agent(config, agent)
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
@@ -561,10 +265,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             stack.enter_context(rundir.lock(run_dir, f"training {args.algo}"))
             stack.enter_context(signals.interrupting())
             if args.name is not None:  # again, now that no other process can be writing it
-                _check_free(run_dir, args.name)
-            reused = [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
-            _write_config(run_dir, args.algo, config, args.seeds, args.seed, preset, args.chunk,
-                          args.checkpoint_every, args.keep, log, None, devices, data_parallel)
+                rundir.check_free(run_dir, args.name)
+            reused = rundir.taken(run_dir)
+            rundir.write_config(run_dir, config, rundir.RunOptions(
+                algo=args.algo, seeds=args.seeds, seed=args.seed, preset=preset,
+                chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep,
+                log=log, devices=devices, data_parallel=data_parallel))
         except rundir.RunDirBusy as e:
             return _fail(str(e), EXIT_BUSY)
         except OSError as e:
@@ -581,11 +287,18 @@ def cmd_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         if placement.mesh is not None:
             print(f"devices: {placement.describe(config, args.seeds)}", file=sys.stderr)
-        return _guarded(run_dir, config, agent.num_updates, lambda: _train_and_write(
+        return _guarded(run_dir, config, agent.num_updates, lambda: _summary(driver.train_run(
             args.algo, config, agent, run_dir,
             keys=jax.random.split(jax.random.key(args.seed), args.seeds), seeds=args.seeds,
             seed=args.seed, chunk=chunk, every=args.checkpoint_every, keep=args.keep, log=log,
-            placement=placement if placement.mesh is not None else None))
+            placement=placement), run_dir))
+
+
+def _summary(table: str, run_dir: Path) -> int:
+    """Print a finished run's summary table (:func:`purerl.results.write`); exit code 0."""
+    print(table)
+    print(f"run directory: {run_dir}")
+    return 0
 
 
 def _diverged(error: loop.DivergenceError, config: Any, run_dir: Path) -> int:
@@ -607,87 +320,6 @@ def _diverged(error: loop.DivergenceError, config: Any, run_dir: Path) -> int:
     return EXIT_DIVERGED
 
 
-def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
-    """The run directory's config.json (None if it has none); ValueError if unreadable."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is unreadable ({e}); restore it, or delete it to resume with "
-                         "the config saved in the checkpoint") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path} is not a JSON object; restore it, or delete it to resume with "
-                         "the config saved in the checkpoint")
-    return saved
-
-
-@dataclasses.dataclass
-class _Resume:
-    """What ``purerl resume`` found: the run's config.json (as saved, or rebuilt from the
-    checkpoint), its algorithm and config, and the restored run -- None for a run that stopped
-    before its first checkpoint, which is trained again from the start."""
-
-    saved: dict[str, Any]
-    algo: str
-    config: Any
-    run: Any  # checkpoint.LoadedRun | None
-    seeds: int
-    seed: int | None
-
-
-def _plan_resume(run_dir: Path, total_timesteps: int | None) -> _Resume:
-    """Everything ``purerl resume`` checks before it writes: its newest checkpoint (verified),
-    config.json against it and the new budget; without a checkpoint, config.json alone."""
-    ckpt = checkpoint.latest(run_dir)
-    saved = _read_run_config(run_dir)
-    if ckpt is None:
-        if saved is None:
-            checkpoint.find(run_dir)  # raises the CheckpointError that says what is missing
-        return _plan_restart(run_dir, saved, total_timesteps)
-    meta = checkpoint.read_metadata(ckpt, verify=False)  # the files: in restore
-    if saved is None:
-        saved = {**meta["config"], "algo": meta["algo"], "seeds": meta["num_seeds"],
-                 "seed": meta["seed"], "preset": None}
-    algo = saved.get("algo", meta["algo"])
-    if algo != meta["algo"]:
-        raise checkpoint.CheckpointError(
-            f"{run_dir / 'config.json'} says algo {algo!r} but the checkpoints of {run_dir} are "
-            f"of a {meta['algo']} run; set \"algo\": \"{meta['algo']}\" again (checkpoints "
-            "of another run were copied here?)")
-    config = _config_from_saved(run_dir, meta["algo"], saved, total_timesteps)
-    run = checkpoint.restore(ckpt, config)
-    return _Resume(saved, run.algo, run.config, run, run.num_seeds, run.seed)
-
-
-def _config_from_saved(run_dir: Path, algo: str, saved: dict[str, Any],
-                       total_timesteps: int | None) -> Any:
-    module = purerl.get_algorithm(algo)
-    fields = {k: v for k, v in saved.items() if k not in RUN_KEYS}
-    if total_timesteps is not None:
-        fields["total_timesteps"] = total_timesteps
-    try:
-        return module.Config.from_dict(fields)
-    except ValueError as e:
-        raise ValueError(f"{run_dir / 'config.json'}: {e}") from None
-
-
-def _plan_restart(run_dir: Path, saved: dict[str, Any], total_timesteps: int | None
-                  ) -> _Resume:
-    """A run that stopped before its first checkpoint, from its config.json."""
-    algo, seeds, seed = saved.get("algo"), saved.get("seeds"), saved.get("seed")
-    if algo not in purerl.ALGORITHMS:
-        raise ValueError(f"{run_dir / 'config.json'} names no algorithm purerl has (algo="
-                         f"{algo!r}); train the run again with 'purerl train'")
-    if not isinstance(seeds, int) or seeds < 1 or not isinstance(seed, int):
-        raise ValueError(f"{run_dir / 'config.json'} lacks a valid seeds / seed (seeds={seeds!r}"
-                         f", seed={seed!r}); train the run again with 'purerl train'")
-    config_lib.check_seed(seed, "seed in config.json")
-    config = _config_from_saved(run_dir, algo, saved, total_timesteps)
-    return _Resume(saved, algo, config, None, seeds, seed)
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if (run_dir / checkpoint.METADATA).is_file():
@@ -695,24 +327,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
                      "(resume continues from the newest checkpoint; delete newer ones to go "
                      "back)")
     with contextlib.ExitStack() as stack:
-        # everything is checked before the lock is taken (a refused resume writes nothing),
-        # and again under it if another process saved a checkpoint meanwhile
         try:
-            plan = _plan_resume(run_dir, args.total_timesteps)
-            refusal = _nothing_to_resume(run_dir, plan)
-            if refusal:
-                return _fail(refusal)
-            _import_what_training_imports()
-            stack.enter_context(rundir.lock(run_dir, "resuming"))
-            stack.enter_context(signals.interrupting())
-            if checkpoint.latest(run_dir) != (plan.run.path if plan.run else None):
-                plan = _plan_resume(run_dir, args.total_timesteps)
+            plan = _hold_for_resume(run_dir, args.total_timesteps, stack)
             saved, run, config = plan.saved, plan.run, plan.config
-            log = _log_kinds(args.log, saved.get("log") or ())
+            log = loggers.chosen(args.log, saved.get("log") or ())
             given = args.devices is not None or args.data_parallel
             devices = args.devices if given else saved.get("devices")
             data_parallel = args.data_parallel if given else bool(saved.get("data_parallel"))
-            placement = distributed.placement(devices, data_parallel, config)
+            placement = device_placement(devices, data_parallel, config)
             module = purerl.get_algorithm(plan.algo)
             agent = placement.agent(config, run.agent if run else module.make_agent(config))
         except rundir.RunDirBusy as e:
@@ -721,72 +343,87 @@ def cmd_resume(args: argparse.Namespace) -> int:
             return _fail(_os_error_text(e), EXIT_OS_ERROR)
         except ValueError as e:  # CheckpointError is a ValueError
             return _fail(str(e))
-        done = run.updates_done if run else 0
-        mesh_placement = placement if placement.mesh is not None else None
-        if run is not None and done >= agent.num_updates:
-            # trained to the end, stopped before (or while) writing its results
-            missing = rundir.missing_results(run_dir)
-            print(f"{run_dir} finished training ({done} updates; checkpoint {run.path}); "
-                  f"writing its missing results ({', '.join(missing)})", file=sys.stderr)
-            wall = float(run.metadata["extra"].get("wall_s", 0.0))
-            return _guarded(run_dir, config, agent.num_updates, lambda: _write_results(
-                plan.algo, config, run_dir, run.metrics, wall, plan.seeds, mesh_placement) or 0)
+        if run is not None and run.updates_done >= agent.num_updates:
+            return _write_missing_results(run_dir, plan, agent, placement)
         every = args.checkpoint_every or saved.get("checkpoint_every")
         keep = args.keep or saved.get("keep") or 3
         chunk_arg = args.chunk or saved.get("chunk")
         chunk = _chunk_length(agent, chunk_arg, every)
+        options = rundir.RunOptions(
+            algo=plan.algo, seeds=plan.seeds, seed=plan.seed, preset=saved.get("preset"),
+            chunk=chunk_arg, checkpoint_every=every, keep=keep, log=log,
+            wandb_id=saved.get("wandb_id") if run else None, devices=devices,
+            data_parallel=data_parallel)
         try:
-            _write_config(run_dir, plan.algo, config, plan.seeds, plan.seed, saved.get("preset"),
-                          chunk_arg, every, keep, log,
-                          saved.get("wandb_id") if run else None, devices, data_parallel)
+            rundir.write_config(run_dir, config, options)
         except OSError as e:
-            return _fail(f"{_os_error_text(e)}; {_standing(run_dir, agent.num_updates)}",
+            return _fail(f"{_os_error_text(e)}; {rundir.standing(run_dir, agent.num_updates)}",
                          EXIT_OS_ERROR)
-        if run is None:
-            print(f"{run_dir} stopped before its first checkpoint: training {plan.algo} on "
-                  f"{config.env} again from the start ({plan.seeds} seed(s) from seed "
-                  f"{plan.seed}, the same keys), {chunk} per compiled call, "
-                  f"{_checkpoint_note(every, keep)}", file=sys.stderr)
-            keys = jax.random.split(jax.random.key(plan.seed), plan.seeds)
-        else:
-            extended = config.total_timesteps != run.metadata["config"]["total_timesteps"]
-            print(f"resuming {plan.algo} on {config.env} from {run.path}: {plan.seeds} seed(s) "
-                  f"at update {done} of {agent.num_updates}"
-                  + (f" (budget changed to total_timesteps={config.total_timesteps})"
-                     if extended else "")
-                  + f", {chunk} per compiled call, {_checkpoint_note(every, keep)}",
-                  file=sys.stderr)
-            keys = None
-        return _guarded(run_dir, config, agent.num_updates, lambda: _train_and_write(
+        print(_resume_message(run_dir, plan, agent, chunk, every, keep), file=sys.stderr)
+        keys = None if run else jax.random.split(jax.random.key(plan.seed), plan.seeds)
+        return _guarded(run_dir, config, agent.num_updates, lambda: _summary(driver.train_run(
             plan.algo, config, agent, run_dir, keys=keys, resumed=run, seeds=plan.seeds,
             seed=plan.seed, chunk=chunk, every=every, keep=keep, log=log,
-            placement=mesh_placement))
+            placement=placement), run_dir))
 
 
-def _nothing_to_resume(run_dir: Path, plan: _Resume) -> str | None:
-    """Why ``purerl resume`` has nothing to do (None where it has): a run trained to the end of
-    its budget with every result file written, or one with every result file but no
-    checkpoint left to continue from."""
-    if rundir.missing_results(run_dir):
-        return None
-    if plan.run is None:
-        return (f"nothing to resume: {run_dir} is finished (all its result files are written) "
-                "and holds no checkpoint to continue from")
-    num_updates = plan.run.agent.num_updates
-    if plan.run.updates_done < num_updates:
-        return None
-    return (f"nothing to resume: {run_dir} has done all {num_updates} updates of "
-            f"total_timesteps={plan.config.total_timesteps} and written its results; pass "
-            "--total-timesteps with a larger budget to extend it")
+def _hold_for_resume(run_dir: Path, total_timesteps: int | None, stack: contextlib.ExitStack
+                     ) -> rundir.Resume:
+    """What ``purerl resume`` continues (:func:`purerl.rundir.plan_resume`), with the run
+    directory's lock and the signal handlers entered on ``stack``. Everything is checked before
+    the lock is taken (a refused resume writes nothing), and again under it if another process
+    saved a checkpoint meanwhile; ValueError where there is nothing to resume."""
+    plan = rundir.plan_resume(run_dir, total_timesteps)
+    refusal = rundir.nothing_to_resume(run_dir, plan)
+    if refusal:
+        raise ValueError(refusal)
+    _import_what_training_imports()
+    stack.enter_context(rundir.lock(run_dir, "resuming"))
+    stack.enter_context(signals.interrupting())
+    if checkpoint.latest(run_dir) != (plan.run.path if plan.run else None):
+        plan = rundir.plan_resume(run_dir, total_timesteps)
+    return plan
+
+
+def _write_missing_results(run_dir: Path, plan: rundir.Resume, agent: loop.Agent,
+                           placement: Any) -> int:
+    """``purerl resume`` of a run trained to the end that stopped before (or while) writing
+    its results: write them from the final checkpoint."""
+    run = plan.run
+    missing = rundir.missing_results(run_dir)
+    print(f"{run_dir} finished training ({run.updates_done} updates; checkpoint {run.path}); "
+          f"writing its missing results ({', '.join(missing)})", file=sys.stderr)
+    wall = float(run.metadata["extra"].get("wall_s", 0.0))
+    return _guarded(run_dir, plan.config, agent.num_updates, lambda: _summary(results.write(
+        plan.algo, plan.config, run_dir, run.metrics, wall, plan.seeds,
+        placement.describe(plan.config, plan.seeds)), run_dir))
+
+
+def _resume_message(run_dir: Path, plan: rundir.Resume, agent: loop.Agent, chunk: int,
+                    every: int | None, keep: int) -> str:
+    """The line ``purerl resume`` says before it trains."""
+    run, config = plan.run, plan.config
+    if run is None:
+        return (f"{run_dir} stopped before its first checkpoint: training {plan.algo} on "
+                f"{config.env} again from the start ({plan.seeds} seed(s) from seed "
+                f"{plan.seed}, the same keys), {chunk} per compiled call, "
+                f"{_checkpoint_note(every, keep)}")
+    extended = config.total_timesteps != run.metadata["config"]["total_timesteps"]
+    return (f"resuming {plan.algo} on {config.env} from {run.path}: {plan.seeds} seed(s) "
+            f"at update {run.updates_done} of {agent.num_updates}"
+            + (f" (budget changed to total_timesteps={config.total_timesteps})"
+               if extended else "")
+            + f", {chunk} per compiled call, {_checkpoint_note(every, keep)}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from purerl import render
+    # lazy (as in cmd_list): they import gymnax, seconds that --help or a bad flag never wait
+    from purerl import envs, inference, render
 
     try:
         if args.seed is not None:
             config_lib.check_seed(args.seed, "--seed")
-        run = checkpoint.load(args.run_dir)
+        run = inference.load(args.run_dir)
         if args.gif is not None:
             render.check_renderable(run.config.env)
             if not -run.num_seeds <= args.gif_seed < run.num_seeds:
@@ -812,8 +449,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_table(rows, header=("seed", "return (mean ± std)")))
     if args.gif is not None:
         recording = run.record_episode(args.gif_seed, args.episodes, key, not args.stochastic)
-        from purerl import envs
-
         frames = render.save_gif(envs.make(run.config.env), recording, args.gif)
         print(f"{args.gif}: seed {args.gif_seed}'s first episode, {frames} steps, return "
               f"{returns[args.gif_seed, 0]:.4g}")
@@ -847,8 +482,6 @@ def _width() -> int:
 def presets_listing(algo: str | None = None) -> str:
     """``purerl list --presets``: one line per preset (algorithm, environment, what it
     reaches), its overrides of the defaults wrapped below it, grouped by family."""
-    from purerl import presets
-
     width = _width()
     rows = [r for r in presets.table() if algo in (None, r[0].split()[0])]
     lines: list[str] = []
@@ -868,7 +501,8 @@ def presets_listing(algo: str | None = None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from purerl import envs
+    # lazy: they import gymnax, seconds that --help or a bad flag never wait for
+    from purerl import envs, playground
 
     if args.presets:
         print(presets_listing(args.algo))
@@ -889,8 +523,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     for group, ids in groups.items():
         print(textwrap.fill(", ".join(ids), width, initial_indent=f"  {group}: ",
                             subsequent_indent="    "))
-    from purerl import playground
-
     if not playground.available():
         print(f"  MuJoCo Playground: not installed; pip install 'purerl[mujoco]' (Python >= "
               f"3.11) adds {playground.PREFIX}<Task> ids for the DM Control suite tasks")
@@ -913,8 +545,8 @@ def _device_flags(parser: argparse.ArgumentParser, resume: bool = False) -> None
     default = "the run's" if resume else "one device"
     parser.add_argument("--devices", metavar="all|N",
                         help="shard the seeds over N devices (or all; padded where the seed "
-                             f"count does not divide); default: {default}. README: 'Several "
-                             "devices'")
+                             f"count does not divide); default: {default}. See docs/devices.md, "
+                             "'Several devices'")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each run's num_envs environments over the devices "
                              "(--devices, default all), averaging gradients ("
@@ -950,7 +582,21 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
                      epilog="example: purerl train ppo --env CartPole-v1 --seeds 4")
     parser.add_argument("--version", action="version", version=f"purerl {purerl.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(commands, help_algo)
+    _add_resume(commands)
+    _add_eval(commands)
+    ls = commands.add_parser("list", help="list algorithms and environments, or one algorithm's "
+                                          "config fields")
+    ls.add_argument("algo", metavar="ALGO", nargs="?",
+                    help="show this algorithm's config fields with their help")
+    ls.add_argument("--presets", action="store_true",
+                    help="list the tuned presets (of ALGO, if given) and what they reach")
+    ls.set_defaults(func=cmd_list)
+    return parser
 
+
+def _add_train(commands: Any, help_algo: str | None) -> None:
+    """The ``train`` command (``commands``: build_parser's subparsers)."""
     t = commands.add_parser("train", help="train an algorithm on a gymnax environment",
                             description="Train ALGO on ENV for several vmapped seeds and write "
                                         "metrics, a learning curve and a summary to OUT/NAME/.",
@@ -974,6 +620,8 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     _checkpoint_flags(t)
     t.set_defaults(func=cmd_train)
 
+
+def _add_resume(commands: Any) -> None:
     r = commands.add_parser(
         "resume", help="continue a run from its newest checkpoint",
         description="Continue RUN_DIR from its newest checkpoint with the config in its "
@@ -991,6 +639,8 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     _checkpoint_flags(r, resume=True)
     r.set_defaults(func=cmd_resume)
 
+
+def _add_eval(commands: Any) -> None:
     e = commands.add_parser(
         "eval", help="evaluate a run's saved policy",
         description="Run episodes of every seed's policy from RUN_DIR's newest checkpoint (or "
@@ -1011,15 +661,6 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--gif-seed", type=int, default=0, metavar="I",
                    help="the seed whose episode --gif renders (default: 0)")
     e.set_defaults(func=cmd_eval)
-
-    ls = commands.add_parser("list", help="list algorithms and environments, or one algorithm's "
-                                          "config fields")
-    ls.add_argument("algo", metavar="ALGO", nargs="?",
-                    help="show this algorithm's config fields with their help")
-    ls.add_argument("--presets", action="store_true",
-                    help="list the tuned presets (of ALGO, if given) and what they reach")
-    ls.set_defaults(func=cmd_list)
-    return parser
 
 
 @contextlib.contextmanager

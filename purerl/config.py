@@ -17,6 +17,12 @@ contradictory fields) are a one-line ``ValueError`` naming the field, raised whe
 built -- by ``Config(...)``, ``Config.from_dict`` and ``dataclasses.replace`` alike -- never from
 inside a jitted function.
 
+The checks are data. A class's field table (:meth:`BaseConfig.field_table`: one
+:class:`FieldSpec` per field, read from the declarations) is walked by one loop when a config is
+built; a class may replace a field's check (``tightened``) and declare checks across fields as
+rows of ``rules`` (:class:`Rule`), which :meth:`BaseConfig.validate` runs after the per-field
+checks. Subclasses add the checks that are not a comparison of two fields to ``validate``.
+
 Some edge values are allowed on purpose: ``gamma=1`` (undiscounted returns stay finite because
 every environment's episodes end, by termination or by its time limit), ``ent_coef=0`` and
 ``learning_starts=0``.
@@ -30,10 +36,14 @@ import difflib
 import functools
 import numbers
 import typing
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Mapping, NamedTuple, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from purerl import presets
 
 C = TypeVar("C", bound="BaseConfig")
 
@@ -70,6 +80,16 @@ def one_of(*options: str) -> Check:
     return Check(lambda x: x in options, f"must be one of {', '.join(map(repr, options))}")
 
 
+class Rule(NamedTuple):
+    """A check of field ``field`` against other fields (a row of a Config's ``rules``): unless
+    ``holds(config)``, :meth:`BaseConfig.validate` raises the one-line ValueError
+    ``<algo> config field '<field>'=<value> <why>``, ``why`` formatted with the config as ``c``."""
+
+    field: str
+    holds: Callable[[Any], bool]
+    why: str
+
+
 # ------------------------------------------------------------------------------- fields
 
 _HPARAM, _CHECK, _HELP, _ONLY = "purerl_hparam", "purerl_check", "purerl_help", "purerl_only"
@@ -82,6 +102,53 @@ def _field(default: Any, help: str, check: Check | None, hparam: bool, only: str
         raise ValueError(f"only= must be 'continuous' or 'discrete', got {only!r}")
     return dataclasses.field(default=default, metadata={
         _HPARAM: hparam, _CHECK: check, _HELP: help, _ONLY: only})
+
+
+class FieldSpec(NamedTuple):
+    """One row of a Config class's field table (:meth:`BaseConfig.field_table`): what the
+    field's declaration (:func:`static`, :func:`choice`, :func:`hparam`) says, its resolved
+    annotation and the check the class applies (:meth:`BaseConfig.check_of`)."""
+
+    name: str
+    type: Any
+    default: Any
+    hparam: bool  # a traced hyperparameter (else static)
+    check: Check | None
+    help: str
+    only: str | None  # "continuous" / "discrete": may differ from the default only there
+
+    def error(self, value: Any, annotation: Any) -> str | None:
+        """Why ``value`` is not a valid value of the field with annotation ``annotation``: the
+        end of the one-line error after "<algo> config field ", or None if it is valid: it must
+        have the type, be finite and pass the check. A non-number of a hyperparameter is a
+        concrete array of a sweep, checked element by element."""
+        if self.hparam and not isinstance(value, numbers.Number):
+            value = np.asarray(value)
+            bad_type = not np.issubdtype(value.dtype, np.number)
+        else:
+            bad_type = not _type_matches(value, annotation)
+        if bad_type:
+            hint = ""
+            if typing.get_origin(annotation) is tuple and isinstance(value, numbers.Number):
+                hint = f"; use a tuple, e.g. {self.name}=({value},)"  # hidden_sizes=64
+            return (f"{self.name!r}: expected {_type_name(annotation)}, got {value!r} "
+                    f"({type(value).__name__}){hint}")
+        if isinstance(value, (numbers.Number, np.ndarray)) and not np.all(np.isfinite(value)):
+            return f"{self.name!r}={value!r} must be finite"
+        if self.check is not None and not self.check.holds(value):
+            return f"{self.name!r}={value!r} {self.check.why}"
+        return None
+
+    def row(self) -> tuple[str, str, str, str, str]:
+        """The field's row of :meth:`BaseConfig.describe`: (name, type, default, "traced" or
+        "static", help followed by the check's phrase and any action-space restriction)."""
+        help_text = self.help
+        if self.check is not None and self.check.why:
+            help_text = f"{help_text}; {self.check.why}" if help_text else self.check.why
+        if self.only:
+            help_text = f"{help_text} ({self.only} actions only)"
+        return (self.name, _type_name(self.type), repr(self.default),
+                "traced" if self.hparam else "static", help_text)
 
 
 def static(default: Any, help: str, check: Check | None = None, *,
@@ -178,90 +245,27 @@ ANNEAL_LR_SCHEDULE = ("anneal_lr=True anneals the learning rate to 0 over the ru
                       "of updates")
 
 
-@dataclasses.dataclass(frozen=True)
-class BaseConfig:
-    """Fields every trainer shares. Subclasses add their own and may change defaults."""
+class _FieldTable:
+    """The class-level part of :class:`BaseConfig` (every trainer's Config has these
+    classmethods): the table of what its fields declare, the check of the keys a config is
+    built from, and :meth:`coerce`."""
 
-    env: str = static("CartPole-v1", "environment id (purerl list shows them)")
-    total_timesteps: int = static(500_000, "environment steps per seed", POSITIVE)
-    hidden_sizes: tuple[int, ...] = static((64, 64), "hidden layer widths of every MLP",
-                                           LAYER_SIZES)
-    activation: str = choice("tanh", ("tanh", "relu", "elu", "gelu", "swish"),
-                             "hidden-layer activation")
-    torso: str = choice("auto", ("auto", "mlp", "cnn"),
-                        "feature extractor of every network: mlp (flattened observation), cnn "
-                        "(one 3x3x16 convolution before the hidden layers, Young & Tian 2019); "
-                        "auto: cnn for image observations")
-    normalize_obs: bool = static(False, "running mean / variance observation normalisation")
-    eval_every: int = static(50, "updates between deterministic evaluations (0: only after the "
-                             "last update)", NON_NEGATIVE)
-    eval_episodes: int = static(10, "episodes per deterministic evaluation", POSITIVE)
-
-    # Name of the algorithm, set by each trainer's Config.
-    algo: ClassVar[str] = "base"
-    # Former field names -> current ones, for the unknown-key error.
-    renamed: ClassVar[Mapping[str, str]] = {}
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> "BaseConfig":
-        # Runs before the dataclass __init__ with the same arguments, so Config(lrr=0.1) and
-        # dataclasses.replace(config, lrr=0.1) get from_dict's ValueError naming the closest
-        # key instead of __init__'s TypeError. Pickling and copy.copy call __new__ without
-        # arguments.
-        cls.check_keys(kwargs, positional=len(args))
-        return super().__new__(cls)
-
-    def __post_init__(self) -> None:
-        hints = self.field_types()
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):  # lists from JSON / CLI become tuples so configs hash
-                value = tuple(value)
-                object.__setattr__(self, f.name, value)
-            if f.metadata.get(_HPARAM) and not isinstance(value, numbers.Number):
-                if isinstance(value, (bool, str, tuple)) or value is None:
-                    raise ValueError(f"{self.algo} config field {f.name!r}: expected a number, "
-                                     f"got {value!r}")
-                if is_tracer(value):
-                    continue  # traced: see check_hparams
-            self._check_value(f.name, value, hints[f.name])
-        self._check_counter("total_timesteps", self.total_timesteps)
-        self.validate()
-
-    def _check_value(self, name: str, value: Any, annotation: Any = float) -> None:
-        """ValueError unless ``value`` has the field's type, is finite and passes its check."""
-        meta = self.__dataclass_fields__[name].metadata
-        if meta.get(_HPARAM) and not isinstance(value, numbers.Number):
-            value = np.asarray(value)  # a concrete array of a sweep
-            bad_type = not np.issubdtype(value.dtype, np.number)
-        else:
-            bad_type = not _type_matches(value, annotation)
-        if bad_type:
-            hint = ""
-            if typing.get_origin(annotation) is tuple and isinstance(value, numbers.Number):
-                hint = f"; use a tuple, e.g. {name}=({value},)"  # hidden_sizes=64
-            raise ValueError(f"{self.algo} config field {name!r}: expected "
-                             f"{_type_name(annotation)}, got {value!r} ({type(value).__name__})"
-                             f"{hint}")
-        if isinstance(value, (numbers.Number, np.ndarray)) and not np.all(np.isfinite(value)):
-            raise ValueError(f"{self.algo} config field {name!r}={value!r} must be finite")
-        check = self.check_of(name)
-        if check is not None and not check.holds(value):
-            raise ValueError(f"{self.algo} config field {name!r}={value!r} {check.why}")
-
-    def _check_counter(self, name: str, value: int) -> None:
-        """Refuse a count that the step counters (int32 unless JAX_ENABLE_X64=1) cannot hold."""
-        limit = counter_max()
-        if value > limit:
-            raise ValueError(
-                f"{self.algo} config field {name!r}={value} exceeds purerl's int32 step "
-                f"counters (max {limit}); set JAX_ENABLE_X64=1 for int64 counters"
-                if limit < 2**32 else
-                f"{self.algo} config field {name!r}={value} exceeds the int64 step counters")
+    @classmethod
+    @functools.cache
+    def field_table(cls) -> Mapping[str, FieldSpec]:
+        """One :class:`FieldSpec` per field, in field order: what :meth:`BaseConfig.__post_init__`
+        checks each value against."""
+        hints = cls.field_types()
+        return MappingProxyType({f.name: FieldSpec(
+            f.name, hints[f.name], f.default, bool(f.metadata.get(_HPARAM)), cls.check_of(f.name),
+            f.metadata.get(_HELP, ""), f.metadata.get(_ONLY)) for f in dataclasses.fields(cls)})
 
     @classmethod
     def check_of(cls, name: str) -> Check | None:
-        """The check of field ``name`` (subclasses may tighten a field they do not define)."""
-        return cls.__dataclass_fields__[name].metadata.get(_CHECK)
+        """The check of field ``name``: the class's :attr:`~BaseConfig.tightened` one, else the
+        field's own (so a class may tighten a field that a subclass defines)."""
+        own = cls.__dataclass_fields__[name].metadata.get(_CHECK)
+        return cls.tightened.get(name, own)
 
     @classmethod
     @functools.cache
@@ -269,14 +273,19 @@ class BaseConfig:
         """Every field's annotation, resolved (``int``, ``tuple[int, ...]``, ...)."""
         return typing.get_type_hints(cls)
 
-    def validate(self) -> None:
-        """Cross-field checks of the subclass (called after the per-field checks)."""
-
-    # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls: type[C], d: Mapping[str, Any] | None = None, **overrides: Any) -> C:
-        """Build from a mapping, rejecting unknown keys with the closest valid name."""
-        return cls(**{**(d or {}), **overrides})
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def hparam_names(cls) -> tuple[str, ...]:
+        """Numeric hyperparameters that may be traced / vmapped over."""
+        return tuple(s.name for s in cls.field_table().values() if s.hparam)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str, str]]:
+        """One row per field: (name, type, default, "traced" or "static", help)."""
+        return [spec.row() for spec in cls.field_table().values()]
 
     @classmethod
     def check_keys(cls, keys: Any, positional: int = 0) -> None:
@@ -298,14 +307,6 @@ class BaseConfig:
                              "and by name")
 
     @classmethod
-    def for_env(cls: type[C], env: str, **overrides: Any) -> C:
-        """The tuned preset of this algorithm for ``env`` (:mod:`purerl.presets`) with
-        ``overrides`` on top; the defaults with ``env`` and a warning where none exists."""
-        from purerl import presets
-
-        return presets.for_env(cls, env, **overrides)
-
-    @classmethod
     def coerce(cls: type[C], config: "C | Mapping[str, Any] | None") -> C:
         """Accept a Config of this class, a plain dict, or None (the defaults)."""
         if config is None:
@@ -318,37 +319,10 @@ class BaseConfig:
             return cls.from_dict(config)
         raise ValueError(f"config must be a {cls.__name__} or a dict, got {type(config).__name__}")
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
 
-    @classmethod
-    def hparam_names(cls) -> tuple[str, ...]:
-        """Numeric hyperparameters that may be traced / vmapped over."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(_HPARAM))
-
-    @classmethod
-    def describe(cls) -> list[tuple[str, str, str, str, str]]:
-        """One row per field: (name, type, default, "traced" or "static", help)."""
-        hints = cls.field_types()
-        rows = []
-        for f in dataclasses.fields(cls):
-            kind = "traced" if f.metadata.get(_HPARAM) else "static"
-            only = f.metadata.get(_ONLY)
-            help_text = f.metadata.get(_HELP, "")
-            check = cls.check_of(f.name)
-            if check is not None and check.why:
-                help_text = f"{help_text}; {check.why}" if help_text else check.why
-            if only:
-                help_text = f"{help_text} ({only} actions only)"
-            rows.append((f.name, _type_name(hints[f.name]), repr(f.default), kind, help_text))
-        return rows
-
-    def replace(self: C, **changes: Any) -> C:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+class _Hyperparams:
+    """The traced hyperparameters of a :class:`BaseConfig` (its :func:`hparam` fields), which a
+    trainer reads from its train state and ``train(key, hparams)`` may override or sweep."""
 
     def hparams(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self.hparam_names()}
@@ -385,8 +359,6 @@ class BaseConfig:
         arrays: what a trainer's ``init`` stores in the train state. Traced overrides are
         checked when the compiled program runs (a host callback; a bad value fails the run
         with an error naming the field)."""
-        import jax.numpy as jnp
-
         overrides = self.check_hparams(overrides)
         traced = {k: v for k, v in overrides.items() if is_tracer(v)}
         if traced:
@@ -394,34 +366,34 @@ class BaseConfig:
         merged = {**self.hparams(), **overrides}
         return {k: jnp.asarray(v, jnp.float32) for k, v in merged.items()}
 
-    def check_action_space(self, discrete: bool, env_name: str) -> None:
-        """Reject continuous-only options set on a discrete environment and discrete-only ones
-        set on a continuous environment (they would be silently ignored)."""
-        kind, other = ("continuous", "discrete") if discrete else ("discrete", "continuous")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get(_ONLY) == kind and value != f.default:
-                raise ValueError(
-                    f"{self.algo} config field {f.name!r}={value!r} only applies to {kind} "
-                    f"actions, but {env_name} has {other} actions; remove it")
 
-    # ------------------------------------------------------------------ budget helpers
-    def budget_schedules(self) -> tuple[str, ...]:
-        """What in this config depends on ``total_timesteps`` beyond the number of updates (a
-        schedule over the whole run, e.g. a learning rate annealed to 0 at the last update), one
-        phrase each; empty when a run of this config can change its budget after training has
-        started and match a run trained with the new budget from the start
-        (``purerl resume --total-timesteps``). Trainers with such schedules override this."""
-        return ()
+def _check_traced_hparams(config: BaseConfig, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        config._check_value(key, np.asarray(value))
 
-    def num_updates_for(self, steps_per_update: int, what: str) -> int:
-        """total_timesteps // steps_per_update, or a ValueError if the budget does not cover one
-        update; ``what`` says what one update is made of."""
-        if self.total_timesteps < steps_per_update:
+
+class _CrossFieldChecks:
+    """The checks of a :class:`BaseConfig` that involve more than one field, the run's budget or
+    the environment, and the helpers that subclasses' :meth:`validate` call."""
+
+    def validate(self) -> None:
+        """Cross-field checks, called after the per-field checks: the class's
+        :attr:`~BaseConfig.rules`, in order. Subclasses add theirs and call
+        ``super().validate()``."""
+        for rule in self.rules:
+            if not rule.holds(self):
+                raise ValueError(f"{self.algo} config field {rule.field!r}="
+                                 f"{getattr(self, rule.field)} {rule.why.format(c=self)}")
+
+    def _check_counter(self, name: str, value: int) -> None:
+        """Refuse a count that the step counters (int32 unless JAX_ENABLE_X64=1) cannot hold."""
+        limit = counter_max()
+        if value > limit:
             raise ValueError(
-                f"{self.algo} config field 'total_timesteps'={self.total_timesteps} is smaller "
-                f"than one update ({what} = {steps_per_update} env steps)")
-        return self.total_timesteps // steps_per_update
+                f"{self.algo} config field {name!r}={value} exceeds purerl's int32 step "
+                f"counters (max {limit}); set JAX_ENABLE_X64=1 for int64 counters"
+                if limit < 2**32 else
+                f"{self.algo} config field {name!r}={value} exceeds the int64 step counters")
 
     def check_divides(self, field: str, total: int, what: str) -> None:
         """ValueError unless the integer field ``field`` divides ``total`` (``what``)."""
@@ -436,10 +408,112 @@ class BaseConfig:
         if isinstance(a, numbers.Number) and isinstance(b, numbers.Number) and a > b:
             raise ValueError(f"{self.algo} config field {low!r}={a} must be <= {high}={b}")
 
+    def check_action_space(self, discrete: bool, env_name: str) -> None:
+        """Reject continuous-only options set on a discrete environment and discrete-only ones
+        set on a continuous environment (they would be silently ignored)."""
+        kind, other = ("continuous", "discrete") if discrete else ("discrete", "continuous")
+        for s in self.field_table().values():
+            value = getattr(self, s.name)
+            if s.only == kind and value != s.default:
+                raise ValueError(
+                    f"{self.algo} config field {s.name!r}={value!r} only applies to {kind} "
+                    f"actions, but {env_name} has {other} actions; remove it")
 
-def _check_traced_hparams(config: BaseConfig, values: Mapping[str, Any]) -> None:
-    for key, value in values.items():
-        config._check_value(key, np.asarray(value))
+    def num_updates_for(self, steps_per_update: int, what: str) -> int:
+        """total_timesteps // steps_per_update, or a ValueError if the budget does not cover one
+        update; ``what`` says what one update is made of."""
+        if self.total_timesteps < steps_per_update:
+            raise ValueError(
+                f"{self.algo} config field 'total_timesteps'={self.total_timesteps} is smaller "
+                f"than one update ({what} = {steps_per_update} env steps)")
+        return self.total_timesteps // steps_per_update
+
+    def budget_schedules(self) -> tuple[str, ...]:
+        """What in this config depends on ``total_timesteps`` beyond the number of updates (a
+        schedule over the whole run, e.g. a learning rate annealed to 0 at the last update), one
+        phrase each; empty when a run of this config can change its budget after training has
+        started and match a run trained with the new budget from the start
+        (``purerl resume --total-timesteps``). Trainers with such schedules override this."""
+        return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig(_FieldTable, _Hyperparams, _CrossFieldChecks):
+    """Fields every trainer shares. Subclasses add their own and may change defaults."""
+
+    env: str = static("CartPole-v1", "environment id (purerl list shows them)")
+    total_timesteps: int = static(500_000, "environment steps per seed", POSITIVE)
+    hidden_sizes: tuple[int, ...] = static((64, 64), "hidden layer widths of every MLP",
+                                           LAYER_SIZES)
+    activation: str = choice("tanh", ("tanh", "relu", "elu", "gelu", "swish"),
+                             "hidden-layer activation")
+    torso: str = choice("auto", ("auto", "mlp", "cnn"),
+                        "feature extractor of every network: mlp (flattened observation), cnn "
+                        "(one 3x3x16 convolution before the hidden layers, Young & Tian 2019); "
+                        "auto: cnn for image observations")
+    normalize_obs: bool = static(False, "running mean / variance observation normalisation")
+    eval_every: int = static(50, "updates between deterministic evaluations (0: only after the "
+                             "last update)", NON_NEGATIVE)
+    eval_episodes: int = static(10, "episodes per deterministic evaluation", POSITIVE)
+
+    # Name of the algorithm, set by each trainer's Config.
+    algo: ClassVar[str] = "base"
+    # Former field names -> current ones, for the unknown-key error.
+    renamed: ClassVar[Mapping[str, str]] = {}
+    # Left unannotated, so field_types() (and `purerl train --set`) do not list them:
+    # field name -> a check that replaces the field's own in this class and its subclasses,
+    tightened = MappingProxyType({})
+    # and checks across fields, run by validate() in order after every field passed its own.
+    rules = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "BaseConfig":
+        # Runs before the dataclass __init__ with the same arguments, so Config(lrr=0.1) and
+        # dataclasses.replace(config, lrr=0.1) get from_dict's ValueError naming the closest
+        # key instead of __init__'s TypeError. Pickling and copy.copy call __new__ without
+        # arguments.
+        cls.check_keys(kwargs, positional=len(args))
+        return super().__new__(cls)
+
+    def __post_init__(self) -> None:
+        """Check every field against its row of :meth:`field_table`, then the step counters,
+        then :meth:`validate`."""
+        for spec in self.field_table().values():
+            value = getattr(self, spec.name)
+            if isinstance(value, list):  # lists from JSON / CLI become tuples so configs hash
+                value = tuple(value)
+                object.__setattr__(self, spec.name, value)
+            if spec.hparam and not isinstance(value, numbers.Number):
+                if isinstance(value, (bool, str, tuple)) or value is None:
+                    raise ValueError(f"{self.algo} config field {spec.name!r}: expected a "
+                                     f"number, got {value!r}")
+                if is_tracer(value):
+                    continue  # traced: see check_hparams
+            self._check_value(spec.name, value, spec.type)
+        self._check_counter("total_timesteps", self.total_timesteps)
+        self.validate()
+
+    def _check_value(self, name: str, value: Any, annotation: Any = float) -> None:
+        """ValueError unless ``value`` has the field's type, is finite and passes its check."""
+        error = self.field_table()[name].error(value, annotation)
+        if error:
+            raise ValueError(f"{self.algo} config field {error}")
+
+    @classmethod
+    def from_dict(cls: type[C], d: Mapping[str, Any] | None = None, **overrides: Any) -> C:
+        """Build from a mapping, rejecting unknown keys with the closest valid name."""
+        return cls(**{**(d or {}), **overrides})
+
+    @classmethod
+    def for_env(cls: type[C], env: str, **overrides: Any) -> C:
+        """The tuned preset of this algorithm for ``env`` (:mod:`purerl.presets`) with
+        ``overrides`` on top; the defaults with ``env`` and a warning where none exists."""
+        return presets.for_env(cls, env, **overrides)
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,6 +529,7 @@ class RolloutConfig(BaseConfig):
 
     def validate(self) -> None:
         self.num_updates  # noqa: B018 -- raises if the budget is below one rollout
+        super().validate()
 
     @property
     def steps_per_update(self) -> int:
@@ -481,29 +556,22 @@ class OffPolicyConfig(BaseConfig):
                                   NON_NEGATIVE)
     num_gradient_steps: int = static(1, "gradient steps per update", POSITIVE)
 
-    @classmethod
-    def check_of(cls, name: str) -> Check | None:
-        # tau = 0 would freeze the target networks at their random initialisation (the critic
-        # would regress onto a fixed random target); tau = 1 is a hard copy
-        if name == "tau":
-            return HALF_OPEN_UNIT_INTERVAL
-        return super().check_of(name)
+    # tau = 0 would freeze the target networks at their random initialisation (the critic would
+    # regress onto a fixed random target); tau = 1 is a hard copy
+    tightened = MappingProxyType({"tau": HALF_OPEN_UNIT_INTERVAL})
+    rules = (
+        Rule("buffer_size", lambda c: c.buffer_size >= c.num_envs,
+             "must be >= num_envs = {c.num_envs} (one update adds num_envs transitions)"),
+        Rule("batch_size", lambda c: c.batch_size <= c.buffer_size,
+             "must be <= buffer_size = {c.buffer_size} (a batch would repeat transitions); "
+             "lower batch_size or raise buffer_size"),
+        Rule("learning_starts", lambda c: c.learning_starts <= c.run_steps,
+             "exceeds the run's {c.run_steps} env steps (total_timesteps={c.total_timesteps}): "
+             "no gradient step would be taken; lower learning_starts or raise total_timesteps"),
+    )
 
     def validate(self) -> None:
-        if self.buffer_size < self.num_envs:
-            raise ValueError(f"{self.algo} config field 'buffer_size'={self.buffer_size} must be "
-                             f">= num_envs = {self.num_envs} (one update adds num_envs "
-                             "transitions)")
-        if self.batch_size > self.buffer_size:
-            raise ValueError(f"{self.algo} config field 'batch_size'={self.batch_size} must be "
-                             f"<= buffer_size = {self.buffer_size} (a batch would repeat "
-                             "transitions); lower batch_size or raise buffer_size")
-        stored = self.num_updates * self.num_envs  # env steps the run takes
-        if self.learning_starts > stored:
-            raise ValueError(f"{self.algo} config field 'learning_starts'={self.learning_starts} "
-                             f"exceeds the run's {stored} env steps (total_timesteps="
-                             f"{self.total_timesteps}): no gradient step would be taken; lower "
-                             "learning_starts or raise total_timesteps")
+        super().validate()
         self._check_counter("learning_starts", self.learning_starts)
         self._check_counter("num_updates * num_gradient_steps",
                             self.num_updates * self.num_gradient_steps)
@@ -513,9 +581,14 @@ class OffPolicyConfig(BaseConfig):
         return self.num_updates_for(self.num_envs, "num_envs")
 
     @property
+    def run_steps(self) -> int:
+        """Environment steps the run takes (and transitions it stores): num_updates * num_envs."""
+        return self.num_updates * self.num_envs
+
+    @property
     def buffer_capacity(self) -> int:
         """Slots to allocate: ``buffer_size``, or fewer when the run stores fewer transitions."""
-        return min(self.buffer_size, self.num_updates * self.num_envs)
+        return min(self.buffer_size, self.run_steps)
 
     @property
     def utd(self) -> float:

@@ -19,14 +19,15 @@ optimiser state, keys and counters are replicated, gradients and every batch sta
 (advantage normalisation, observation normaliser moments, episode returns, explained variance,
 losses) are averaged with ``lax.pmean`` / ``psum`` inside ``jax.shard_map``, so the parameters
 are identical on every device. The trainer is built with ``make_agent(config,
-data_parallel=DataParallel(axis, D))`` (:class:`DataParallel`); without it the trainer's
-program is exactly the single-device one. The config's ``num_envs`` is the *global* number, so
-a data-parallel run has the same config, the same train-state layout (checkpoints are
+data_parallel=DataParallel(axis, D))`` (:class:`purerl.parallel.DataParallel`); without it the
+trainer's program is exactly the single-device one. The config's ``num_envs`` is the *global*
+number, so a data-parallel run has the same config, the same train-state layout (checkpoints are
 interchangeable) and -- where the algorithm makes it well defined -- the same result as the
 single-device run with that config:
 
 * every random draw is the single-device run's: environment keys and action samples are drawn
-  for all ``num_envs`` environments and each device keeps its slice (:meth:`DataParallel.rows`);
+  for all ``num_envs`` environments and each device keeps its slice
+  (:meth:`purerl.parallel.DataParallel.rows`);
 * PPO: equal to rounding with ``num_minibatches=1`` (any ``update_epochs``). With more
   minibatches each device shuffles its own samples and a minibatch is the union of the
   devices' minibatches: every minibatch holds ``1/D`` of its samples from each device's
@@ -64,7 +65,6 @@ TD3 (``make_agent`` takes no ``data_parallel``); shard their seeds instead.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable, Iterator, Mapping
 
@@ -74,11 +74,10 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from purerl import loop
+from purerl import loop, replay
 
-__all__ = ["DataParallel", "SINGLE", "data_parallel_train", "device_count", "gather",
-           "initialize", "make_mesh", "pad_to", "restore", "run_chunked", "shard_state",
-           "sharded_vmap", "train_grid", "train_seeds"]
+__all__ = ["data_parallel_train", "device_count", "gather", "initialize", "make_mesh", "pad_to",
+           "restore", "run_chunked", "shard_state", "sharded_vmap", "train_grid", "train_seeds"]
 
 SEED_AXIS = "seed"
 DATA_AXIS = "data"
@@ -278,267 +277,17 @@ def train_grid(train: Callable, key: jax.Array, hparams: Mapping[str, Any], *,
 # ---------------------------------------------------------------------------- data parallel
 
 
-@dataclasses.dataclass(frozen=True)
-class DataParallel:
-    """How a trainer's update turns a device's share of the environments into the whole run's
-    quantities, inside ``jax.shard_map`` over the mesh axis ``axis_name`` of ``num_devices``
-    devices. :data:`SINGLE` (``axis_name=None``) is one device: every method is then the
-    single-device computation itself (the identity, or the function it wraps), so a trainer
-    written against this class compiles to exactly its single-device program.
-
-    Each device holds ``num_envs / num_devices`` environments, in order: device d holds
-    environments ``d E .. (d + 1) E - 1`` of the single-device run (``E`` per device)."""
-
-    axis_name: str | None = None
-    num_devices: int = 1
-
-    @property
-    def active(self) -> bool:
-        return self.axis_name is not None
-
-    def check(self, config: Any) -> None:
-        """ValueError unless ``config.num_envs`` splits evenly over the devices."""
-        if self.active and config.num_envs % self.num_devices:
-            raise ValueError(f"data parallel over {self.num_devices} devices needs num_envs "
-                             f"divisible by {self.num_devices}, got num_envs={config.num_envs}; "
-                             f"use a multiple of {self.num_devices}")
-
-    def index(self) -> jax.Array:
-        """This device's position on the axis (0 on one device)."""
-        return jax.lax.axis_index(self.axis_name) if self.active else jnp.zeros((), jnp.int32)
-
-    def mean(self, tree: Any) -> Any:
-        """The mean over devices (``lax.pmean``): the mean over the whole batch of a mean taken
-        over a device's (equal-sized) share; identical on every device."""
-        return jax.lax.pmean(tree, self.axis_name) if self.active else tree
-
-    def sum(self, tree: Any) -> Any:
-        """The sum over devices (``lax.psum``)."""
-        return jax.lax.psum(tree, self.axis_name) if self.active else tree
-
-    def fold(self, key: jax.Array) -> jax.Array:
-        """A key of this device's own (``fold_in`` of the index); ``key`` on one device."""
-        return jax.random.fold_in(key, self.index()) if self.active else key
-
-    def local(self, x: jax.Array) -> jax.Array:
-        """This device's rows of ``x``, an array computed for the whole run (one row per
-        environment of all devices, e.g. the warm-up's uniformly random actions); ``x`` itself
-        on one device."""
-        if not self.active:
-            return x
-        size = x.shape[0] // self.num_devices
-        return jax.lax.dynamic_slice_in_dim(x, self.index() * size, size, 0)
-
-    def rows(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` for this device's rows, computed as part of all the run's rows, so
-        that ``fn``'s random draws (a sample per row from one key) are the single-device run's.
-
-        Leaves of ``args`` whose leading axis has this device's row count are placed at the
-        device's offset in zeros of the whole run's size, ``fn`` runs on those, and the device's
-        rows of the result come back. ``fn`` must treat rows independently (a sample per row,
-        epsilon-greedy per row): the cost is ``fn`` on every row, not a network on every row."""
-        if not self.active:
-            return fn(*args)
-        local = jax.tree.leaves(args)[0].shape[0]
-        start = self.index() * local
-
-        def widen(x):
-            if jnp.ndim(x) == 0 or x.shape[0] != local:
-                return x
-            full = jnp.zeros((local * self.num_devices,) + x.shape[1:], x.dtype)
-            return jax.lax.dynamic_update_slice_in_dim(full, x, start, 0)
-
-        out = fn(*jax.tree.map(widen, args))
-        return jax.tree.map(lambda y: jax.lax.dynamic_slice_in_dim(y, start, local, 0), out)
-
-    def sample(self, dist: Any, key: jax.Array) -> jax.Array:
-        """``dist.sample(key)`` (a :mod:`purerl.distributions` pytree with one row per
-        environment or minibatch sample); data parallel, this device's rows of the single-device
-        run's draw (:meth:`rows`)."""
-        return self.rows(lambda d: d.sample(key), dist)
-
-    def env(self, env: Any) -> Any:
-        """``env`` whose ``step`` gives environment i the single-device run's key
-        (``split(key, num_envs)[i]``); ``env`` itself on one device."""
-        return _ShardedEnv(env, self) if self.active else env
-
-    def policy(self, dist_fn: Callable[[jax.Array], Any]) -> Callable:
-        """:func:`purerl.rollout.stochastic_policy` whose samples are the single-device run's
-        for this device's environments (:meth:`rows`)."""
-        from purerl import rollout
-
-        policy = rollout.stochastic_policy(dist_fn)
-        if not self.active:
-            return policy
-
-        def sample(obs, key):
-            dist = dist_fn(obs)
-            u = self.sample(dist, key)
-            return u, dist.env_action(u)
-
-        return sample
-
-    def normalize(self, x: jax.Array, eps: float = 1e-8) -> jax.Array:
-        """:func:`purerl.losses.normalize` with the mean and std of every device's ``x``."""
-        from purerl import losses
-
-        if not self.active:
-            return losses.normalize(x, eps)
-        mean = self.mean(x.mean())
-        std = jnp.sqrt(self.mean(jnp.mean(jnp.square(x - mean))))
-        return (x - mean) / (std + eps)
-
-    def episode_stats(self, traj: Any) -> Any:
-        """:func:`purerl.rollout.episode_stats` over every device's environments."""
-        from purerl import rollout
-
-        if not self.active:
-            return rollout.episode_stats(traj)
-        done = traj.terminated | traj.truncated
-        count = self.sum(done.sum())
-        total = self.sum(jnp.sum(jnp.where(done, traj.completed_return, 0.0)))
-        return rollout.EpisodeStats(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan),
-                                    count)
-
-    def explained_variance(self, predictions: jax.Array, targets: jax.Array) -> jax.Array:
-        """:func:`purerl.losses.explained_variance` over every device's samples."""
-        from purerl import losses
-
-        if not self.active:
-            return losses.explained_variance(predictions, targets)
-
-        def var(x):
-            return self.mean(jnp.mean(jnp.square(x - self.mean(jnp.mean(x)))))
-
-        var_t, var_residual = var(targets), var(targets - predictions)
-        undefined = jnp.where(var_residual > 0, 0.0, jnp.where(var_residual == 0, 1.0,
-                                                                var_residual))
-        return jnp.where(var_t > 0, 1.0 - var_residual / var_t, undefined)
-
-    def sample_replay(self, buffer: Any, key: jax.Array, batch_size: int, num_envs: int) -> Any:
-        """:func:`purerl.replay.sample`: on one device the whole minibatch; data parallel, this
-        device's ``batch_size / D`` rows of the single-device run's minibatch.
-
-        The indices are drawn over the whole (sharded) buffer as on one device. Slot g of the
-        single-device buffer holds environment ``g % num_envs`` of write ``g // num_envs``
-        (its capacity is a multiple of ``num_envs``, so writes never straddle the wrap), which
-        device ``(g % num_envs) // E`` keeps in its slot ``(g // num_envs) E + g % E``. Every
-        device fills the rows it holds (zeros elsewhere) and ``lax.psum_scatter`` sums them,
-        handing device d rows ``d B/D .. (d + 1) B/D - 1``."""
-        from purerl import replay
-
-        if not self.active:
-            return replay.sample(buffer, key, batch_size)
-        local_envs = num_envs // self.num_devices
-        size = buffer.size * self.num_devices  # every device wrote local_envs per update
-        idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(size, 1))
-        write, env = idx // num_envs, idx % num_envs
-        mine = env // local_envs == self.index()
-        slot = write * local_envs + env % local_envs
-
-        def rows(d):
-            x = d[slot]
-            x = jnp.where(mine.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.zeros_like(x))
-            # integers and booleans sum exactly: one device holds each row, the others add 0
-            summed = jax.lax.psum_scatter(x.astype(jnp.int32) if x.dtype == bool else x,
-                                          self.axis_name, scatter_dimension=0, tiled=True)
-            return summed.astype(d.dtype)
-
-        return jax.tree.map(rows, buffer.data)
-
-    def check_replay(self, config: Any) -> None:
-        """ValueError unless the replay buffer and minibatch split as :meth:`sample_replay`
-        needs (also :meth:`check`)."""
-        self.check(config)
-        if not self.active:
-            return
-        if config.buffer_capacity % config.num_envs:
-            raise ValueError(f"data parallel needs a replay capacity divisible by num_envs="
-                             f"{config.num_envs} (so every device's writes wrap with the "
-                             f"whole buffer's), got {config.buffer_capacity} (buffer_size="
-                             f"{config.buffer_size}, at most the run's env steps); choose "
-                             f"buffer_size as a multiple of {config.num_envs}")
-        if config.batch_size % self.num_devices:
-            raise ValueError(f"data parallel over {self.num_devices} devices needs batch_size "
-                             f"divisible by {self.num_devices}, got {config.batch_size}")
-
-
-SINGLE = DataParallel()  # one device: the trainers' default
-
-
-class _ShardedEnv:
-    """An :class:`purerl.envs.Env` whose ``step`` uses this device's slice of the whole run's
-    per-environment keys. ``reset`` runs outside ``shard_map`` (in ``init``) on the whole run."""
-
-    def __init__(self, env: Any, dp: DataParallel) -> None:
-        self.env, self.dp = env, dp
-        self.spec = env.spec
-
-    def reset(self, key: jax.Array, num_envs: int) -> Any:
-        return self.env.reset(key, num_envs)
-
-    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, Any]:
-        from purerl import envs
-
-        local = state.obs.shape[0]
-        keys = jax.lax.dynamic_slice_in_dim(
-            jax.random.split(key, local * self.dp.num_devices), self.dp.index() * local, local)
-        return envs.step(self.env.env, self.env.params, key, state, action, keys=keys)
-
-
-def _is_buffer(x: Any) -> bool:
-    from purerl.replay import ReplayBuffer
-
-    return isinstance(x, ReplayBuffer)
-
-
-def _to_local_layout(state: Any, num_envs: int, devices: int) -> Any:
-    """The single-device state laid out for sharding over environments: every replay buffer's
-    ``[capacity, ...]`` leaves viewed as ``[capacity / num_envs, num_envs, ...]`` (write, env)
-    and its position and size counted per device (:meth:`DataParallel.sample_replay`)."""
-
-    def local(b):
-        if not _is_buffer(b):
-            return b
-        data = jax.tree.map(lambda x: x.reshape((-1, num_envs) + x.shape[1:]), b.data)
-        return b.replace(data=data, position=b.position // devices, size=b.size // devices)
-
-    return jax.tree.map(local, state, is_leaf=_is_buffer)
-
-
-def _reshape_buffers(state: Any, shape: Callable[[tuple], tuple]) -> Any:
-    """``state`` with every replay buffer's data leaf ``x`` reshaped to ``shape(x.shape)``."""
-
-    def reshape(b):
-        if not _is_buffer(b):
-            return b
-        return b.replace(data=jax.tree.map(lambda x: x.reshape(shape(x.shape)), b.data))
-
-    return jax.tree.map(reshape, state, is_leaf=_is_buffer)
-
-
-def _from_local_layout(state: Any, devices: int) -> Any:
-    """Inverse of :func:`_to_local_layout`."""
-
-    def single(b):
-        if not _is_buffer(b):
-            return b
-        data = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), b.data)
-        return b.replace(data=data, position=b.position * devices, size=b.size * devices)
-
-    return jax.tree.map(single, state, is_leaf=_is_buffer)
-
-
 def _data_specs(state: Any, axis: str) -> Any:
     """shard_map specs of a state in the local layout: the environments' states split on their
     leading (environment) axis, replay data on its environment axis, the rest replicated."""
     specs = jax.tree.map(lambda _: P(), state)
 
     def buffer_specs(b, s):
-        return s.replace(data=jax.tree.map(lambda _: P(None, axis), b.data)) if _is_buffer(b) \
-            else s
+        if not replay.is_buffer(b):
+            return s
+        return s.replace(data=jax.tree.map(lambda _: P(None, axis), b.data))
 
-    specs = jax.tree.map(buffer_specs, state, specs, is_leaf=_is_buffer)
+    specs = jax.tree.map(buffer_specs, state, specs, is_leaf=replay.is_buffer)
     env_specs = jax.tree.map(lambda _: P(axis), state.run.env_state)
     return specs.replace(run=specs.run.replace(env_state=env_specs))
 
@@ -552,20 +301,20 @@ def data_parallel_updates(agent: loop.Agent, mesh: Mesh, num_envs: int
     axis, devices = mesh.axis_names[0], mesh.size
 
     def updates(state, start, length):
-        local = _to_local_layout(state, num_envs, devices)
+        local = replay.to_local_layout(state, num_envs, devices)
         specs = _data_specs(local, axis)
 
         def run(s, i):
             # on the device, a buffer [writes, local envs, ...] is a flat ring of local slots
             local_envs = num_envs // devices
-            s = _reshape_buffers(s, lambda shape: (shape[0] * shape[1],) + shape[2:])
+            s = replay.reshape_buffers(s, lambda shape: (shape[0] * shape[1],) + shape[2:])
             s, metrics = loop.run_updates(agent, s, i, length)
-            return _reshape_buffers(s, lambda shape: (-1, local_envs) + shape[1:]), metrics
+            return replay.reshape_buffers(s, lambda shape: (-1, local_envs) + shape[1:]), metrics
 
         body = jax.shard_map(run, mesh=mesh, in_specs=(specs, P()), out_specs=(specs, P()),
                              check_vma=False)
         local, metrics = body(local, jnp.asarray(start, loop.counter_dtype()))
-        return _from_local_layout(local, devices), metrics
+        return replay.from_local_layout(local, devices), metrics
 
     return updates
 
@@ -577,6 +326,9 @@ def make_agent(config: Any, mesh: Mesh | None = None) -> loop.Agent:
     """The data-parallel agent of ``config`` (a Config of a trainer in :data:`DATA_PARALLEL`)
     over ``mesh`` (default: every device, axis ``"data"``)."""
     import purerl
+    # not at module level: it imports the environments, whose import starts JAX's backend,
+    # and initialize() must run before that
+    from purerl.parallel import DataParallel
 
     mesh = mesh if mesh is not None else make_mesh(axis=DATA_AXIS)
     module = purerl.get_algorithm(config.algo)
@@ -652,27 +404,16 @@ def run_chunked(agent: loop.Agent, keys: jax.Array | None,
                                   check_finite)
         return
     num_envs = jax.tree.leaves(_abstract_init(agent).run.env_state)[0].shape[0]
-    chunk = loop.even_chunk(agent.num_updates, chunk, align)
-    if state is None:
-        if keys is None:
-            raise ValueError("run_chunked needs keys, or a state to continue from")
-        state, done = loop._vmapped_init(agent, hparams is not None)(keys, hparams), 0
-    else:
-        done = loop.updates_done(state)
-        if start is not None and start != done:
-            raise ValueError(f"start={start} but the state has done {done} updates")
+    if state is not None:
         # a continued state (e.g. restored onto one device) goes onto every device of the mesh
         state = jax.device_put(state, NamedSharding(mesh, P()))
-    while done < agent.num_updates:
-        length = min(chunk - done % chunk, agent.num_updates - done)
-        if align is not None:
-            length = min(length, align - done % align)
-        state, metrics = _data_parallel_chunk(agent, mesh, num_envs, length)(
-            state, jnp.asarray(done, loop.counter_dtype()))
-        if check_finite:
-            loop.check_finite_params(state, done + 1, done + length, agent.num_updates)
-        done += length
-        yield done, state, metrics
+
+    def updates(s: Any, done: int, length: int) -> tuple[Any, loop.Metrics]:
+        run = _data_parallel_chunk(agent, mesh, num_envs, length)
+        return run(s, jnp.asarray(done, loop.counter_dtype()))
+
+    yield from loop.run_chunked(agent, keys, hparams, chunk, state=state, start=start,
+                                align=align, check_finite=check_finite, updates=updates)
 
 
 def _abstract_init(agent: loop.Agent) -> Any:
@@ -705,58 +446,3 @@ def _chunked_seeds(agent, keys, hparams, chunk, mesh, state, start, align, check
         if total != seeds:
             out, metrics = _take(out, seeds), _take(metrics, seeds)
         yield done, out, metrics
-
-
-# --------------------------------------------------------------------------------- the CLI
-
-
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """Where a chunked run goes (``purerl train --devices N [--data-parallel]``): ``mesh``
-    None is one device and plain :func:`purerl.loop.run_chunked`, bitwise the run without the
-    flags."""
-
-    mesh: Mesh | None = None
-    data_parallel: bool = False
-
-    @property
-    def num_devices(self) -> int:
-        return 1 if self.mesh is None else self.mesh.size
-
-    def agent(self, config: Any, agent: loop.Agent) -> loop.Agent:
-        """The agent to train: ``agent`` itself, or ``config``'s data-parallel agent."""
-        return make_agent(config, self.mesh) if self.data_parallel else agent
-
-    def run_chunked(self, agent: loop.Agent, keys: jax.Array | None, **kwargs: Any
-                    ) -> Iterator[tuple[int, Any, loop.Metrics]]:
-        if self.mesh is None:
-            return loop.run_chunked(agent, keys, **kwargs)
-        return run_chunked(agent, keys, mesh=self.mesh, data_parallel=self.data_parallel,
-                           **kwargs)
-
-    def describe(self, config: Any, seeds: int) -> str:
-        """One line for the run's messages and summary."""
-        if self.mesh is None:
-            return f"1 ({jax.devices()[0].platform})"
-        kind = jax.devices()[0].platform
-        if self.data_parallel:
-            each = config.num_envs // self.num_devices
-            return (f"{self.num_devices} {kind}, data parallel: {each} of {config.num_envs} envs "
-                    "each")
-        padded = pad_to(seeds, self.num_devices)
-        extra = f", padded to {padded} seeds (extra ones dropped)" if padded != seeds else ""
-        return f"{self.num_devices} {kind}, seeds sharded{extra}"
-
-
-def placement(devices: int | str | None, data_parallel: bool, config: Any) -> Placement:
-    """The :class:`Placement` of ``--devices`` (None: one device, or every device with
-    ``--data-parallel``; ``all``; N) and ``--data-parallel``; ValueError (one line) for a
-    device count this process does not have or a config that cannot be split."""
-    if devices is None and not data_parallel:
-        return Placement()
-    count = device_count(devices)
-    if data_parallel:
-        mesh = make_mesh(count, DATA_AXIS)
-        make_agent(config, mesh)  # the checks: trainer supported, envs / buffer / batch divide
-        return Placement(mesh, True)
-    return Placement(make_mesh(count, SEED_AXIS))

@@ -260,69 +260,78 @@ def q1_value(nets: Nets, state: TrainState, obs: jax.Array) -> jax.Array:
                              nets.actor.apply(state.params.actor, obs), method="q1")
 
 
-def make_agent(config: DPGConfig | Mapping[str, Any] | None = None) -> loop.Agent:
-    """The agent of a DDPG or TD3 Config (a ``DPGConfig`` subclass; a dict means DDPG's)."""
-    if not isinstance(config, DPGConfig):
-        from purerl.ddpg import Config as DDPGConfig
-        config = DDPGConfig.coerce(config)
-    env = envs.make(config.env)
-    spec = env.spec
-    if spec.discrete:
-        raise ValueError(f"{config.algo} needs continuous actions, but {config.env} has "
-                         f"discrete actions ({spec.num_actions} of them); use a continuous "
-                         "environment such as Pendulum-v1")
+def make_nets(config: DPGConfig, spec: EnvSpec) -> Nets:
+    """The deterministic actor and the critic (twin critics with ``config.twin_critics``) for
+    ``spec``."""
     torso = torso_for(config.torso, spec.obs_shape)
-    nets = Nets(spec, DeterministicActor(spec, config.hidden_sizes, config.activation, torso),
+    return Nets(spec, DeterministicActor(spec, config.hidden_sizes, config.activation, torso),
                 (TwinQCritic if config.twin_critics else QCritic)(
                     config.hidden_sizes, config.activation, len(spec.obs_shape), torso))
 
-    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp = config.initial_hparams(hparams)
-        key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        dummy_obs = jnp.zeros((1,) + spec.obs_shape, jnp.float32)
-        dummy_action = jnp.zeros((1,) + tuple(spec.action_shape), jnp.float32)
-        params = Params(nets.actor.init(actor_key, dummy_obs),
-                        nets.critic.init(critic_key, dummy_obs, dummy_action))
-        return TrainState(
-            params=params,
-            target=params,
-            actor_opt=optim.adam(1.0).init(params.actor),
-            critic_opt=optim.adam(1.0).init(params.critic),
-            grad_step=jnp.zeros((), loop.counter_dtype()),
-            buffer=replay.init(config.buffer_capacity, replay.example_transition(spec)),
-            ou_state=noise.ou_init((config.num_envs,) + tuple(spec.action_shape)),
-            run=loop.RunState.create(key, hp,
-                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
-                                     env.reset(env_key, config.num_envs)),
-        )
 
-    def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
-        cfg = config.with_hparams(state.run.hparams)
-        key, noise_key, warmup_key, env_key, learn_key = jax.random.split(state.run.key, 5)
+def init_state(nets: Nets, config: DPGConfig, env: envs.Env, key: jax.Array,
+               hparams: Mapping[str, Any] | None = None) -> TrainState:
+    """The agent's ``init``: fresh networks with their targets equal, an empty buffer and
+    ``config.num_envs`` reset environments."""
+    spec = nets.spec
+    hp = config.initial_hparams(hparams)
+    key, actor_key, critic_key, env_key = jax.random.split(key, 4)
+    dummy_obs = jnp.zeros((1,) + spec.obs_shape, jnp.float32)
+    dummy_action = jnp.zeros((1,) + tuple(spec.action_shape), jnp.float32)
+    params = Params(nets.actor.init(actor_key, dummy_obs),
+                    nets.critic.init(critic_key, dummy_obs, dummy_action))
+    return TrainState(
+        params=params,
+        target=params,
+        actor_opt=optim.adam(1.0).init(params.actor),
+        critic_opt=optim.adam(1.0).init(params.critic),
+        grad_step=jnp.zeros((), loop.counter_dtype()),
+        buffer=replay.init(config.buffer_capacity, replay.example_transition(spec)),
+        ou_state=noise.ou_init((config.num_envs,) + tuple(spec.action_shape)),
+        run=loop.RunState.start(key, hp, config, env, env_key),
+    )
 
-        # --- act, step, store
-        action, ou_state = behaviour_action(nets, cfg, state, noise_key, warmup_key)
-        env_state, transitions, step = rollout.step_transitions(env, env_key,
-                                                                state.run.env_state, action)
-        if cfg.exploration == "ou":
-            ou_state = noise.ou_reset(ou_state, step.terminated | step.truncated)
-        buffer = replay.add(state.buffer, transitions)
-        norm = state.run.obs_norm.update(transitions.obs)
 
-        # --- learn
-        learner = Learner(state.params, state.target, state.actor_opt, state.critic_opt,
-                          state.grad_step)
-        learner, metrics = optim.gradient_steps(
-            lambda learner, k: gradient_step(nets, cfg, buffer, norm, learner, k), learner,
-            learn_key, cfg.num_gradient_steps, cfg.learning(state.run.update_step))
+def update_state(nets: Nets, config: DPGConfig, env: envs.Env, state: TrainState
+                 ) -> tuple[TrainState, loop.Metrics]:
+    """The agent's ``update``: one exploring step of every environment into the buffer, then
+    (once learning has started) ``num_gradient_steps`` gradient steps."""
+    cfg = config.with_hparams(state.run.hparams)
+    key, noise_key, warmup_key, env_key, learn_key = jax.random.split(state.run.key, 5)
 
-        stats = rollout.episode_stats(step)
-        metrics.update(episode_return=stats.mean_return, episode_count=stats.count,
-                       noise_scale=jnp.mean(cfg.exploration_noise * nets.half_range))
-        run = state.run.advance(key, cfg.num_envs, env_state=env_state, obs_norm=norm)
-        return state.replace(**learner._asdict(), buffer=buffer, ou_state=ou_state,
-                             run=run), metrics
+    # --- act, step, store
+    action, ou_state = behaviour_action(nets, cfg, state, noise_key, warmup_key)
+    env_state, transitions, step = rollout.step_transitions(env, env_key, state.run.env_state,
+                                                            action)
+    if cfg.exploration == "ou":
+        ou_state = noise.ou_reset(ou_state, step.terminated | step.truncated)
+    buffer = replay.add(state.buffer, transitions)
+    norm = state.run.obs_norm.update(transitions.obs)
 
+    # --- learn
+    learner = Learner(state.params, state.target, state.actor_opt, state.critic_opt,
+                      state.grad_step)
+    learner, metrics = optim.gradient_steps(
+        lambda learner, k: gradient_step(nets, cfg, buffer, norm, learner, k), learner,
+        learn_key, cfg.num_gradient_steps, cfg.learning(state.run.update_step))
+
+    stats = rollout.episode_stats(step)
+    metrics.update(episode_return=stats.mean_return, episode_count=stats.count,
+                   noise_scale=jnp.mean(cfg.exploration_noise * nets.half_range))
+    run = state.run.advance(key, cfg.num_envs, env_state=env_state, obs_norm=norm)
+    return state.replace(**learner._asdict(), buffer=buffer, ou_state=ou_state, run=run), metrics
+
+
+def make_agent(config: DPGConfig) -> loop.Agent:
+    """The agent of a DDPG or TD3 Config (``ddpg.make_agent`` and ``td3.make_agent`` take
+    dicts too)."""
+    if not isinstance(config, DPGConfig):
+        raise TypeError(f"dpg.make_agent takes a DPGConfig (ddpg.Config or td3.Config), got "
+                        f"{type(config).__name__}; use ddpg.make_agent or td3.make_agent")
+    env, _, spec = envs.trainer_env(config, discrete=False)
+    nets = make_nets(config, spec)
     act = functools.partial(policy_action, nets, config)
-    return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
-                      config.num_updates, config.eval_every, functools.partial(q1_value, nets))
+    return loop.Agent(functools.partial(init_state, nets, config, env),
+                      functools.partial(update_state, nets, config, env), act,
+                      loop.make_evaluate(act, env, config.eval_episodes), config.num_updates,
+                      config.eval_every, functools.partial(q1_value, nets))

@@ -39,7 +39,7 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, replay, rollout
-from purerl.distributed import SINGLE, DataParallel
+from purerl.parallel import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, HALF_OPEN_UNIT_INTERVAL, POSITIVE,
                            UNIT_INTERVAL, OffPolicyConfig, choice, hparam, redefault, static)
 from purerl.networks import QNetwork, torso_for
@@ -169,7 +169,7 @@ def gradient_step(network: QNetwork, cfg: Config, tx: optax.GradientTransformati
     """One Adam step on a sampled minibatch, then the target update if this is a
     ``target_update_every``-th gradient step. Data parallel: each device holds its
     environments' share of the buffer and computes the gradient of its ``1/D`` of the
-    single-device minibatch (:meth:`purerl.distributed.DataParallel.sample_replay`); gradients
+    single-device minibatch (:meth:`purerl.parallel.DataParallel.sample_replay`); gradients
     and losses are averaged over devices."""
     mb = dp.sample_replay(buffer, key, cfg.batch_size, cfg.num_envs)
     mb = mb._replace(obs=norm(mb.obs), next_obs=norm(mb.next_obs))
@@ -228,13 +228,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     config = Config.coerce(config)
     dp = data_parallel or SINGLE
     dp.check_replay(config)
-    env = envs.make(config.env)
-    step_env = dp.env(env)
-    spec = env.spec
-    if not spec.discrete:
-        raise ValueError(f"{config.algo} needs a discrete action space, but {config.env} has "
-                         "continuous actions; use ddpg, td3 or another continuous-action trainer")
-    config.check_action_space(spec.discrete, config.env)
+    env, step_env, spec = envs.trainer_env(config, dp, discrete=True)
     network = QNetwork(spec.num_actions, config.hidden_sizes, config.activation,
                        len(spec.obs_shape), config.dueling, torso_for(config.torso, spec.obs_shape))
 
@@ -248,9 +242,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
             opt_state=optim.adam(1.0, 1.0).init(params),
             grad_step=jnp.zeros((), loop.counter_dtype()),
             buffer=replay.init(config.buffer_capacity, replay.example_transition(spec)),
-            run=loop.RunState.create(key, hp,
-                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
-                                     env.reset(env_key, config.num_envs)),
+            run=loop.RunState.start(key, hp, config, env, env_key),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
@@ -282,6 +274,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

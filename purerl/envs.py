@@ -30,8 +30,8 @@ from gymnax.environments import spaces
 from purerl import playground, prng, probes
 from purerl.spaces import EnvSpec
 
-__all__ = ["Env", "EnvSpec", "EnvState", "Step", "make", "make_env", "registered", "reset",
-           "step"]
+__all__ = ["Env", "EnvSpec", "EnvState", "Step", "TrainerEnv", "make", "make_env", "registered",
+           "reset", "step", "trainer_env"]
 
 # purerl's own ids -> a factory returning (gymnax environment, env params)
 _EXTRA: dict[str, Callable[..., tuple[Any, Any]]] = {
@@ -142,6 +142,36 @@ def _check_keywords(name: str, env_kwargs: dict[str, Any]) -> None:
                                           "max_steps_in_episode are env params, not keywords)")
         raise ValueError(f"environment {name!r} does not take the keyword argument "
                          f"{unknown[0]!r}{hint}; {takes}{note}")
+
+
+class TrainerEnv(NamedTuple):
+    """A trainer's environment, from :func:`trainer_env`."""
+
+    env: Env  # the whole run's environments: reset in init, evaluation
+    step_env: Any  # what the update steps: ``env``, or on a data-parallel device its share
+    spec: EnvSpec
+
+
+def trainer_env(config: Any, data_parallel: Any = None,
+                discrete: bool | None = None) -> TrainerEnv:
+    """The environment ``config.env`` of a trainer's Config, checked against the trainer:
+    ValueError when the trainer takes only ``discrete`` (True) or only continuous (False)
+    actions and the environment has the other kind, or when ``config`` sets an option of the
+    other action space (``config.check_action_space``). ``data_parallel``: a
+    :class:`purerl.parallel.DataParallel` (only its ``env`` method is used, so this module
+    stays below it), whose ``env(env)`` is ``step_env``; None: one device, ``step_env`` is
+    ``env``."""
+    env = make(config.env)
+    spec = env.spec
+    if discrete and not spec.discrete:
+        raise ValueError(f"{config.algo} needs a discrete action space, but {config.env} has "
+                         "continuous actions; use ddpg, td3 or another continuous-action trainer")
+    if discrete is False and spec.discrete:
+        raise ValueError(f"{config.algo} needs continuous actions, but {config.env} has "
+                         f"discrete actions ({spec.num_actions} of them); use a continuous "
+                         "environment such as Pendulum-v1")
+    config.check_action_space(spec.discrete, config.env)
+    return TrainerEnv(env, env if data_parallel is None else data_parallel.env(env), spec)
 
 
 def make_env(name: str, **env_kwargs: Any) -> tuple[Any, Any, EnvSpec]:

@@ -1,6 +1,6 @@
 """Experiment loggers for the command line's ``--log tensorboard`` / ``--log wandb``.
 
-They are written from the host between compiled chunks (:func:`purerl.cli.train`'s
+They are written from the host between compiled chunks (:func:`purerl.driver.train`'s
 ``on_chunk``), never from inside the jitted program: logging costs one device-to-host copy of a
 chunk's metrics, which the CLI makes anyway for its CSV. Metric names are the CSV's columns;
 the x-axis is ``env_steps`` (environment steps per seed), as in ``learning_curve.png``.
@@ -28,7 +28,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 __all__ = ["KINDS", "PER_SEED_MAX", "Logger", "TensorBoardLogger", "WandbLogger", "check",
-           "make"]
+           "chosen", "make"]
 
 KINDS = ("tensorboard", "wandb")
 PER_SEED_MAX = 16  # more seeds: TensorBoard gets their mean / min / max, not one run each
@@ -56,6 +56,14 @@ def check(kinds: Sequence[str]) -> None:
                              f"pip install 'purerl[{extra}]'")
 
 
+def chosen(requested: Sequence[str] | None, saved: Sequence[str] = ()) -> list[str]:
+    """The loggers of ``--log`` (``none`` turns them off; not given: ``saved``, the run's),
+    checked (:func:`check`), each once."""
+    kinds = list(saved) if requested is None else [k for k in requested if k != "none"]
+    check(kinds)
+    return list(dict.fromkeys(kinds))
+
+
 def _names(metrics: Metrics) -> list[str]:
     return sorted(k for k in metrics if k != "env_steps")
 
@@ -64,7 +72,7 @@ class TensorBoardLogger:
     """TensorBoard event files under ``log_dir`` (see the module docstring for the layout)."""
 
     def __init__(self, log_dir: str | os.PathLike, num_seeds: int, purge_step: int | None = None):
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # an optional extra: imported when used
 
         runs = ([f"seed_{i}" for i in range(num_seeds)] if num_seeds <= PER_SEED_MAX
                 else ["mean", "min", "max"])
@@ -104,7 +112,7 @@ class WandbLogger:
 
     def __init__(self, run_dir: str | os.PathLike, name: str, config: Mapping[str, Any],
                  run_id: str | None = None):
-        import wandb
+        import wandb  # an optional extra: imported when used
 
         self.wandb = wandb
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "purerl", name=name,

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from purerl import prng
+from purerl import memory, prng
+from purerl.normalize import ObsNormalizer
 
 Metrics = dict[str, jax.Array]
 
@@ -73,6 +74,25 @@ class RunState:
         # the same generator with its hash unrolled: on CPU every draw is then one fused
         # kernel instead of a while loop of ~80 tiny ops (purerl.prng)
         return cls(env_state, obs_norm, prng.unrolled(key), zero, zero, hparams)
+
+    @classmethod
+    def start(cls, key: jax.Array, hparams: dict[str, jax.Array], config: Any, env: Any,
+              env_key: jax.Array | None = None,
+              reset: Callable[[jax.Array], Any] | None = None) -> "RunState":
+        """The run state of a new run of ``config`` on ``env`` (an :class:`purerl.envs.Env`):
+        the observation normaliser of ``env.spec`` (the identity unless
+        ``config.normalize_obs``) and ``config.num_envs`` environments reset with ``env_key``,
+        or ``reset(env_key)`` when given; no environment state without ``env_key`` (trainers
+        that reset their environments in every update)."""
+
+        obs_norm = ObsNormalizer.create(env.spec.obs_shape, config.normalize_obs)
+        if env_key is None:
+            env_state = None
+        elif reset is None:
+            env_state = env.reset(env_key, config.num_envs)
+        else:
+            env_state = reset(env_key)
+        return cls.create(key, hparams, obs_norm, env_state)
 
     def advance(self, key: jax.Array, env_steps: int | jax.Array, **changes: Any) -> "RunState":
         """The run state after one more update that took ``env_steps`` environment steps and
@@ -132,8 +152,6 @@ def run_updates(agent: Agent, state: Any, start: jax.Array | int, length: int
 def make_train_fn(agent: Agent) -> Callable[..., tuple[Any, Metrics]]:
     """``train(key, hparams=None) -> (state, metrics)``; metrics have a leading update axis.
     ValueError if one seed's train state cannot fit in memory (:mod:`purerl.memory`)."""
-    from purerl import memory
-
     memory.check(agent, chunked=False, what="one seed of this run")
 
     def train(key: jax.Array, hparams: Mapping[str, Any] | None = None):
@@ -218,10 +236,15 @@ def updates_done(state: Any) -> int:
     return int(np.ravel(jax.device_get(state.run.update_step))[0])
 
 
+# updates(state, start, length) -> (state, metrics): updates start .. start + length - 1 of a
+# state with a leading seed axis, in one compiled call
+ChunkRunner = Callable[[Any, int, int], tuple[Any, Metrics]]
+
+
 def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any] | None = None,
                 chunk: int = 10, *, state: Any = None, start: int | None = None,
-                align: int | None = None, check_finite: bool = True
-                ) -> Iterator[tuple[int, Any, Metrics]]:
+                align: int | None = None, check_finite: bool = True,
+                updates: ChunkRunner | None = None) -> Iterator[tuple[int, Any, Metrics]]:
     """Train ``len(keys)`` seeds (vmapped), yielding ``(updates_done, state, chunk_metrics)``
     after each compiled call of about ``chunk`` updates (see :func:`even_chunk`).
 
@@ -245,6 +268,10 @@ def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any]
     :class:`DivergenceError` instead of yielding that state, so the last state yielded (and
     anything the caller saved from it) is finite. A fresh run first checks that its train state
     fits in memory (:mod:`purerl.memory`).
+
+    ``updates`` runs each chunk instead of the vmapped scan (a :data:`ChunkRunner`, e.g. the
+    data-parallel one of :func:`purerl.distributed.run_chunked`); the chunk lengths, checks and
+    yields stay this function's, except the memory check, which estimates the vmapped scan.
     """
     if align is not None and align < 1:
         raise ValueError(f"align must be >= 1, got {align}")
@@ -254,10 +281,9 @@ def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any]
             raise ValueError("run_chunked needs keys, or a state to continue from")
         if start not in (None, 0):
             raise ValueError(f"start={start} needs the state after {start} updates (state=...)")
-        from purerl import memory
-
-        memory.check(agent, len(keys), seeds_name="the number of keys")
-        state, done = _vmapped_init(agent, hparams is not None)(keys, hparams), 0
+        if updates is None:  # another runner's program has other sizes (e.g. per device)
+            memory.check(agent, len(keys), seeds_name="the number of keys")
+        state, done = vmapped_init(agent, hparams is not None)(keys, hparams), 0
     else:
         done = updates_done(state)
         if start is not None and start != done:
@@ -265,14 +291,12 @@ def run_chunked(agent: Agent, keys: jax.Array | None, hparams: Mapping[str, Any]
         if not 0 <= done <= agent.num_updates:
             raise ValueError(f"the state has done {done} updates, outside this agent's "
                              f"0..{agent.num_updates}")
+    run = functools.partial(_seed_chunk, agent) if updates is None else updates
     while done < agent.num_updates:
         length = min(chunk - done % chunk, agent.num_updates - done)
         if align is not None:
             length = min(length, align - done % align)
-        axes = seed_axes(state)
-        leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
-        run = _vmapped_updates(agent, treedef, tuple(leaves))
-        state, metrics = run(unbatch(state, axes), jnp.asarray(done, counter_dtype()), length)
+        state, metrics = run(state, done, length)
         if check_finite:
             check_finite_params(state, done + 1, done + length, agent.num_updates)
         done += length
@@ -315,10 +339,21 @@ def check_finite_params(state: Any, first: int, last: int, num_updates: int) -> 
         raise DivergenceError(first, last, num_updates, np.flatnonzero(~finite).tolist())
 
 
+def _seed_chunk(agent: Agent, state: Any, start: int, length: int) -> tuple[Any, Metrics]:
+    """run_chunked's default :data:`ChunkRunner`: the vmapped scan, with the seed-independent
+    leaves passed unbatched (:func:`seed_axes`)."""
+    axes = seed_axes(state)
+    leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
+    run = _vmapped_updates(agent, treedef, tuple(leaves))
+    return run(unbatch(state, axes), jnp.asarray(start, counter_dtype()), length)
+
+
 # One compiled init and chunk per agent (and batching pattern), so repeated calls of
 # run_chunked with one agent -- another chunk size, a resumed run -- reuse the compilations.
 @functools.lru_cache(maxsize=32)
-def _vmapped_init(agent: Agent, sweep: bool) -> Callable:
+def vmapped_init(agent: Agent, sweep: bool) -> Callable:
+    """The compiled ``init(keys, hparams)`` of ``agent`` vmapped over a leading seed axis of
+    ``keys`` (and of ``hparams`` when ``sweep``; unbatched otherwise), cached per agent."""
     return jit(jax.vmap(agent.init, in_axes=(0, 0 if sweep else None)))
 
 

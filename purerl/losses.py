@@ -113,19 +113,37 @@ def approx_kl(log_prob: jax.Array, old_log_prob: jax.Array) -> jax.Array:
     return jnp.mean(jnp.expm1(log_ratio) - log_ratio)
 
 
-def normalize(x: jax.Array, eps: float = 1e-8, mask: jax.Array | None = None) -> jax.Array:
-    """(x - mean) / (std + eps), over all elements (the unmasked ones if ``mask`` is given)."""
+def batch_mean(x: jax.Array, mask: jax.Array | None = None,
+               axis_name: str | None = None) -> jax.Array:
+    """The mean of ``x`` over all elements (the unmasked ones if ``mask`` is given) and, with
+    ``axis_name``, over every device of that mapped axis (inside ``shard_map`` or a named
+    ``vmap``), each device holding its share of the batch: ``lax.pmean`` of the devices'
+    means, or with ``mask`` the ``lax.psum`` of their sums over that of their counts."""
+    if axis_name is None:
+        return masked_sum(x, mask)
     if mask is None:
+        return jax.lax.pmean(jnp.mean(x), axis_name)
+    mask = mask.astype(x.dtype)
+    total = jax.lax.psum(jnp.sum(jnp.where(mask > 0, x, 0.0)), axis_name)
+    return total / jnp.maximum(jax.lax.psum(mask.sum(), axis_name), 1.0)
+
+
+def normalize(x: jax.Array, eps: float = 1e-8, mask: jax.Array | None = None,
+              axis_name: str | None = None) -> jax.Array:
+    """(x - mean) / (std + eps), over all elements (the unmasked ones if ``mask`` is given);
+    with ``axis_name``, the mean and std of every device's ``x`` (:func:`batch_mean`)."""
+    if mask is None and axis_name is None:
         return (x - x.mean()) / (x.std() + eps)
-    mean = masked_sum(x, mask)
-    std = jnp.sqrt(masked_sum(jnp.square(x - mean), mask))
+    mean = batch_mean(x, mask, axis_name)
+    std = jnp.sqrt(batch_mean(jnp.square(x - mean), mask, axis_name))
     return (x - mean) / (std + eps)
 
 
 def explained_variance(predictions: jax.Array, targets: jax.Array,
-                       mask: jax.Array | None = None) -> jax.Array:
-    """1 - Var[G - V] / Var[G] (over unmasked samples): 1 is a perfect value function, 0
-    predicts the mean.
+                       mask: jax.Array | None = None, axis_name: str | None = None
+                       ) -> jax.Array:
+    """1 - Var[G - V] / Var[G] (over unmasked samples; with ``axis_name``, over every device's
+    samples, :func:`batch_mean`): 1 is a perfect value function, 0 predicts the mean.
 
     The ratio is undefined when the targets have no variance: a sparse-reward batch in which
     every return is 0 (MinAtar, FourRooms, FrozenLake before the first reward), or no unmasked
@@ -133,7 +151,7 @@ def explained_variance(predictions: jax.Array, targets: jax.Array,
     the residual G - V has no variance either (V is exact up to a constant) and 0 otherwise
     (V explains none of the targets' variance): finite unless the inputs are not."""
     def var(x):
-        return masked_sum(jnp.square(x - masked_sum(x, mask)), mask)
+        return batch_mean(jnp.square(x - batch_mean(x, mask, axis_name)), mask, axis_name)
 
     var_t, var_residual = var(targets), var(targets - predictions)
     # var_t == 0: 0 if the residual varies, 1 if not, NaN if it is NaN (a NaN critic stays NaN)

@@ -140,26 +140,9 @@ class PlaygroundEnv(environment.Environment[PlaygroundState, PlaygroundParams]):
                  action_repeat: int | None = None, impl: str = "jax",
                  config_overrides: Mapping[str, Any] | None = None):
         super().__init__()
-        try:
-            from mujoco_playground import registry
-        except ImportError as e:
-            raise MissingExtraError(f"MuJoCo Playground is not importable ({e}): "
-                                    f"{INSTALL_HINT}") from None
-        config = registry.get_default_config(task)
-        overrides = {"impl": impl, **(config_overrides or {})}
-        if episode_length is not None:
-            overrides["episode_length"] = int(episode_length)
-        if action_repeat is not None:
-            overrides["action_repeat"] = int(action_repeat)
-        # applied here rather than by load(), so `config` is the task's final configuration
-        config.update_from_flattened_dict(overrides)
-        self._env = registry.load(task, config=config)
+        self._env, self.episode_length, self.action_repeat = _load_task(
+            task, episode_length, action_repeat, impl, config_overrides)
         self.task = task
-        self.episode_length = int(config.episode_length)
-        self.action_repeat = int(config.action_repeat)
-        if self.episode_length < 1 or self.action_repeat < 1:
-            raise ValueError(f"episode_length and action_repeat must be >= 1, got "
-                             f"{self.episode_length} and {self.action_repeat}")
         self._action_size = int(self._env.action_size)
         self._low, self._high = _actuator_bounds(self._env.mj_model, self._action_size)
         self._obs_size = int(np.prod(jax.eval_shape(self.reset_env, jax.random.key(0),
@@ -183,9 +166,9 @@ class PlaygroundEnv(environment.Environment[PlaygroundState, PlaygroundParams]):
         """gymnax's auto-resetting step, with ``truncated`` excluding terminations, the final
         observation and reward sanitised on termination, and the reset computed only when some
         environment of the (vmapped) batch is done (module docstring)."""
-        if params is None:
-            params = self.default_params
-        pstate, reward = self._repeat_step(state.pstate, action)
+        params = self.default_params if params is None else params
+        action = jnp.reshape(action, (self._action_size,)).astype(state.pstate.data.ctrl.dtype)
+        pstate, reward = _repeat_step(self._env.step, state.pstate, action, self.action_repeat)
         terminated = pstate.done > 0.5
         time = state.time + 1
         truncated = (time >= params.max_steps_in_episode) & ~terminated
@@ -193,11 +176,8 @@ class PlaygroundEnv(environment.Environment[PlaygroundState, PlaygroundParams]):
         final_obs = flatten_obs(pstate.obs)
         final_obs = jnp.where(terminated, _finite(final_obs), final_obs)
         reward = jnp.where(terminated, _finite(reward), reward).astype(jnp.float32)
-
-        stepped = (final_obs, PlaygroundState(time=time, pstate=pstate))
-        # a batch of one here; under vmap, one batch (module docstring, "Cost")
-        obs, new_state = jax.tree.map(lambda x: x[0], self._reset_where(
-            done[None], key[None], jax.tree.map(lambda x: x[None], stepped)))
+        obs, new_state = self._reset_where(  # one reset for a whole vmapped batch ("Cost")
+            done, key, (final_obs, PlaygroundState(time=time, pstate=pstate)))
         info = {"terminated": terminated, "truncated": truncated, "final_observation": final_obs}
         return obs, new_state, reward, terminated, truncated, info
 
@@ -211,26 +191,6 @@ class PlaygroundEnv(environment.Environment[PlaygroundState, PlaygroundParams]):
         """Unused: :meth:`step` is overridden (gymnax's would count a termination at the time
         limit as a truncation too)."""
         raise NotImplementedError("PlaygroundEnv.step does the whole transition")
-
-    def _repeat_step(self, pstate: Any, action: jax.Array) -> tuple[Any, jax.Array]:
-        """``action_repeat`` task steps with the same action; the summed reward. After the task
-        ends within the repeat, the state stays at its end and no more reward accrues."""
-        action = jnp.reshape(action, (self._action_size,)).astype(pstate.data.ctrl.dtype)
-        if self.action_repeat == 1:
-            nxt = jax.tree.map(_like, self._env.step(pstate, action), pstate)
-            return nxt, nxt.reward.astype(jnp.float32)
-
-        def body(carry, _):
-            ps, total = carry
-            nxt = jax.tree.map(_like, self._env.step(ps, action), ps)
-            ended = ps.done > 0.5
-            total = total + jnp.where(ended, 0.0, nxt.reward.astype(jnp.float32))
-            ps = jax.tree.map(lambda old, new: jax.lax.select(ended, old, new), ps, nxt)
-            return (ps, total), None
-
-        (pstate, total), _ = jax.lax.scan(body, (pstate, jnp.zeros((), jnp.float32)), None,
-                                          length=self.action_repeat)
-        return pstate, total
 
     def is_terminated(self, state: PlaygroundState, params: PlaygroundParams) -> jax.Array:
         return state.pstate.done > 0.5
@@ -248,6 +208,54 @@ class PlaygroundEnv(environment.Environment[PlaygroundState, PlaygroundParams]):
 
     def observation_space(self, params: PlaygroundParams | None = None) -> spaces.Box:
         return spaces.Box(-jnp.inf, jnp.inf, (self._obs_size,), jnp.float32)
+
+
+def _load_task(task: str, episode_length: int | None, action_repeat: int | None, impl: str,
+               config_overrides: Mapping[str, Any] | None) -> tuple[Any, int, int]:
+    """``(raw task, episode_length, action_repeat)``: ``registry.load``'s task with its default
+    config updated by ``impl``, ``config_overrides`` and the two lengths (``None``: the task's),
+    and the final config's lengths."""
+    try:
+        from mujoco_playground import registry  # the optional extra; the import takes seconds
+    except ImportError as e:
+        raise MissingExtraError(f"MuJoCo Playground is not importable ({e}): "
+                                f"{INSTALL_HINT}") from None
+    config = registry.get_default_config(task)
+    overrides = {"impl": impl, **(config_overrides or {})}
+    if episode_length is not None:
+        overrides["episode_length"] = int(episode_length)
+    if action_repeat is not None:
+        overrides["action_repeat"] = int(action_repeat)
+    # applied here rather than by load(), so `config` is the task's final configuration
+    config.update_from_flattened_dict(overrides)
+    env = registry.load(task, config=config)
+    episode_length, action_repeat = int(config.episode_length), int(config.action_repeat)
+    if episode_length < 1 or action_repeat < 1:
+        raise ValueError(f"episode_length and action_repeat must be >= 1, got "
+                         f"{episode_length} and {action_repeat}")
+    return env, episode_length, action_repeat
+
+
+def _repeat_step(task_step: Callable[[Any, jax.Array], Any], pstate: Any, action: jax.Array,
+                 repeat: int) -> tuple[Any, jax.Array]:
+    """``repeat`` steps of the task (``task_step(pstate, action)``) with the same action; the
+    summed reward. After the task ends within the repeat, the state stays at its end and no
+    more reward accrues."""
+    if repeat == 1:
+        nxt = jax.tree.map(_like, task_step(pstate, action), pstate)
+        return nxt, nxt.reward.astype(jnp.float32)
+
+    def body(carry, _):
+        ps, total = carry
+        nxt = jax.tree.map(_like, task_step(ps, action), ps)
+        ended = ps.done > 0.5
+        total = total + jnp.where(ended, 0.0, nxt.reward.astype(jnp.float32))
+        ps = jax.tree.map(lambda old, new: jax.lax.select(ended, old, new), ps, nxt)
+        return (ps, total), None
+
+    (pstate, total), _ = jax.lax.scan(body, (pstate, jnp.zeros((), jnp.float32)), None,
+                                      length=repeat)
+    return pstate, total
 
 
 def flatten_obs(obs: Any) -> jax.Array:
@@ -271,26 +279,28 @@ def _actuator_bounds(mj_model: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _batched_reset_where(reset: Callable[[jax.Array], Any]) -> Callable[..., Any]:
-    """``reset_where(done, keys, stepped)``: ``stepped`` (a pytree with leading batch axis B)
-    with the rows where ``done`` replaced by ``reset(keys[i])``, computing the B resets only
-    when some row is done.
+    """``reset_where(done, key, stepped)``: one environment's ``stepped`` (a pytree), or
+    ``reset(key)`` where ``done``, computing resets only when some environment of the (vmapped)
+    batch is done.
 
     A ``lax.cond`` on one environment's ``done`` becomes a ``select`` under ``vmap``, so both
     branches would run on every step, and some tasks' resets are expensive (CheetahRun's settles
-    the model for 200 physics steps). This function's batching rule instead merges every
-    vmapped axis into B and recurses, so the condition is ``any(done)`` over the whole batch,
-    however many ``vmap`` levels (environments, seeds, hyperparameters) surround it.
+    the model for 200 physics steps). So the environment is made a batch of one, B = 1, and
+    ``rows_where`` (rows of a batch with leading axis B replaced by ``reset(keys[i])`` where
+    ``done``) has a batching rule that merges every vmapped axis into B and recurses: the
+    condition is ``any(done)`` over the whole batch, however many ``vmap`` levels
+    (environments, seeds, hyperparameters) surround it.
     """
 
     @jax.custom_batching.custom_vmap
-    def reset_where(done: jax.Array, keys: jax.Array, stepped: Any) -> Any:
+    def rows_where(done: jax.Array, keys: jax.Array, stepped: Any) -> Any:
         def with_resets():
             fresh = jax.vmap(reset)(keys)
             return jax.tree.map(lambda r, s: _select_rows(done, _like(r, s), s), fresh, stepped)
 
         return jax.lax.cond(jnp.any(done), with_resets, lambda: stepped)
 
-    @reset_where.def_vmap
+    @rows_where.def_vmap
     def batched(axis_size: int, in_batched: Any, done: jax.Array, keys: jax.Array, stepped: Any
                 ) -> tuple[Any, Any]:
         args = jax.tree.map(
@@ -298,9 +308,13 @@ def _batched_reset_where(reset: Callable[[jax.Array], Any]) -> Callable[..., Any
             (done, keys, stepped), tuple(in_batched))
         lead = args[0].shape[:2]  # (vmapped axis, B)
         merged = jax.tree.map(lambda x: jnp.reshape(x, (lead[0] * lead[1], *x.shape[2:])), args)
-        out = reset_where(*merged)
+        out = rows_where(*merged)
         out = jax.tree.map(lambda x: jnp.reshape(x, (*lead, *x.shape[1:])), out)
         return out, jax.tree.map(lambda _: True, out)
+
+    def reset_where(done: jax.Array, key: jax.Array, stepped: Any) -> Any:
+        return jax.tree.map(lambda x: x[0], rows_where(
+            done[None], key[None], jax.tree.map(lambda x: x[None], stepped)))
 
     return reset_where
 

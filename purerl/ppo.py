@@ -29,7 +29,7 @@ import optax
 from flax import struct
 
 from purerl import envs, losses, loop, optim, rollout
-from purerl.distributed import SINGLE, DataParallel
+from purerl.parallel import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
                            RolloutConfig, choice, hparam, redefault, static)
 from purerl.networks import ActorCriticParams as Params
@@ -184,10 +184,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     config = Config.coerce(config)
     dp = data_parallel or SINGLE
     dp.check(config)
-    env = envs.make(config.env)
-    step_env = dp.env(env)
-    spec = env.spec
-    config.check_action_space(spec.discrete, config.env)
+    env, step_env, spec = envs.trainer_env(config, dp)
     nets = make_nets(config, spec)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
@@ -199,9 +196,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
             params=params,
             opt_state=optim.adam(1.0, 1.0).init(params),
             kl_beta=hp["kl_beta_init"],
-            run=loop.RunState.create(key, hp,
-                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
-                                     env.reset(env_key, config.num_envs)),
+            run=loop.RunState.start(key, hp, config, env, env_key),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
@@ -236,6 +231,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+import purerl
+
 RESULTS_PATH = Path(__file__).with_name("presets.json")
 
 # Environment families, in the order tables list them.
@@ -82,7 +84,7 @@ class Preset:
         discrete actions is discrete SAC), else an empty string."""
         if self.algo != "sac" or not self.available:
             return ""
-        from purerl import envs
+        from purerl import envs  # lazy: gymnax, flax (seconds); config imports presets
 
         return "discrete SAC" if envs.make(self.env).spec.discrete else ""
 
@@ -97,15 +99,13 @@ class Preset:
 
     def config(self, **overrides: Any):
         """The validated Config of this preset, with ``overrides`` on top."""
-        import purerl
-
         module = purerl.get_algorithm(self.algo)
         return module.Config.from_dict({**self.overrides, "env": self.env, **overrides})
 
     @property
     def available(self) -> bool:
         """Whether its environment can be made here (``playground/`` ids need the extra)."""
-        from purerl import playground
+        from purerl import playground  # lazy, like envs in variant: it imports gymnax
 
         return not self.env.startswith(playground.PREFIX) or playground.available()
 
@@ -158,8 +158,6 @@ def lookup(algo: str, env: str) -> Preset | None:
 
 def all_presets() -> list[Preset]:
     """Every preset, by family and environment, then in ``purerl.ALGORITHMS`` order."""
-    import purerl
-
     order = {env: i for i, env in enumerate(e for ids in FAMILIES.values() for e in ids)}
     algos = list(purerl.ALGORITHMS)
     return sorted(_REGISTRY.values(), key=lambda p: (order.get(p.env, len(order)), p.env,
@@ -335,7 +333,7 @@ for _env in FAMILIES["bsuite"]:
 # benchmarks/RESULTS.md, "Tuning grids") and measured by `python benchmarks/suite.py --family
 # MinAtar`. The torso: the conv torso of Young & Tian learns far more per env step, but costs
 # 6-8x the time per step on this CPU, where an MLP on the flattened observation wins at equal
-# wall time and matches PureJaxRL's run time (README, "MinAtar").
+# wall time and matches PureJaxRL's run time (docs/presets.md, "MinAtar").
 _MINATAR_NET = dict(torso="mlp", hidden_sizes=(64, 64), activation="relu")
 # PPO: PureJaxRL's MinAtar example (64 envs x 128 steps, 4 epochs x 8 minibatches, entropy
 # 0.01, lr annealed), learning rate per game from the grid 2.5e-3 / 5e-3 / 1e-2 (4 seeds; 8 on

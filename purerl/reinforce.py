@@ -45,7 +45,6 @@ from purerl.config import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, BaseConfig, ch
                            redefault, static)
 from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic, torso_for
-from purerl.normalize import ObsNormalizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,9 +169,7 @@ def learn(actor: Actor, critic: ValueCritic, cfg: Config, state: TrainState,
 
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     config = Config.coerce(config)
-    env = envs.make(config.env)
-    spec = env.spec
-    config.check_action_space(spec.discrete, config.env)
+    env, _, spec = envs.trainer_env(config)
     num_updates = config.num_updates_for(config.num_episodes * spec.max_episode_steps,
                                          "num_episodes * the env's time limit")
     torso = torso_for(config.torso, spec.obs_shape)
@@ -188,8 +185,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
             params=params,
             actor_opt=optim.adam(1.0).init(params.actor),
             critic_opt=optim.adam(1.0).init(params.critic),
-            run=loop.RunState.create(key, hp,
-                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs)),
+            run=loop.RunState.start(key, hp, config, env),  # every update resets its envs
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
@@ -217,6 +213,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

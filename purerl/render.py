@@ -10,6 +10,7 @@ import importlib.util
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from purerl import envs
@@ -46,8 +47,8 @@ def save_gif(env: envs.Env, recording: Recording, path: str | os.PathLike) -> in
         # and prints "XDG_RUNTIME_DIR is invalid or not set" each time on a headless machine
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    import jax
-    from gymnax.visualize import Visualizer  # lazy: imports pyplot
+    # lazy, after the variables above: it imports pyplot (and pygame reads them)
+    from gymnax.visualize import Visualizer
 
     active = np.asarray(recording.active)
     length = int(active.sum())

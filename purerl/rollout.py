@@ -14,13 +14,16 @@ from purerl import envs, returns
 Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def stochastic_policy(dist_fn: Callable[[jax.Array], Any]) -> Policy:
+def stochastic_policy(dist_fn: Callable[[jax.Array], Any],
+                      sample: Callable[[Any, jax.Array], jax.Array] | None = None) -> Policy:
     """The :data:`Policy` that samples from ``dist_fn(obs)`` (a :mod:`purerl.distributions`
-    pytree), storing the raw sample and sending its environment action."""
+    pytree), storing the raw sample and sending its environment action. ``sample(dist, key)``
+    draws the sample (default ``dist.sample(key)``; a data-parallel device's rows of the whole
+    run's draw, :meth:`purerl.parallel.DataParallel.sample`)."""
 
     def policy(obs: jax.Array, key: jax.Array):
         dist = dist_fn(obs)
-        u = dist.sample(key)
+        u = dist.sample(key) if sample is None else sample(dist, key)
         return u, dist.env_action(u)
 
     return policy
@@ -164,14 +167,19 @@ class EpisodeStats(NamedTuple):
     count: jax.Array
 
 
-def episode_stats(traj: Trajectory | envs.Step, mask: jax.Array | None = None) -> EpisodeStats:
+def episode_stats(traj: Trajectory | envs.Step, mask: jax.Array | None = None,
+                  axis_name: str | None = None) -> EpisodeStats:
     """Mean return of the episodes that ended in ``traj`` (on unmasked steps) and how many there
     were. ``traj`` is anything with ``terminated``, ``truncated`` and ``completed_return``: a
-    :class:`Trajectory`, or the :class:`purerl.envs.Step` of one batched environment step."""
+    :class:`Trajectory`, or the :class:`purerl.envs.Step` of one batched environment step.
+    ``axis_name``: the episodes of every device of that mapped axis (inside ``shard_map``),
+    each holding its share of the environments (counts and returns summed, ``lax.psum``)."""
     done = traj.terminated | traj.truncated
     done = done if mask is None else done & mask
     count = done.sum()
     total = jnp.sum(jnp.where(done, traj.completed_return, 0.0))
+    if axis_name is not None:
+        count, total = jax.lax.psum(count, axis_name), jax.lax.psum(total, axis_name)
     return EpisodeStats(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan), count)
 
 

@@ -1,8 +1,9 @@
-"""Run directories of the command line: the lock held while a process writes one, result files
-written atomically, and the state a directory is in.
+"""Run directories of the command line: making one, its ``config.json``, the lock held while a
+process writes one, files written atomically, the state a directory is in, and what ``purerl
+resume`` continues it from. The result files themselves are written by :mod:`purerl.results`.
 
-The promise (README, "Faults and signals"): whatever stops a ``purerl train`` or ``resume``
-process, whenever, its run directory is in one of three states:
+The promise (docs/errors.md, "Faults and signals"): whatever stops a ``purerl train`` or
+``resume`` process, whenever, its run directory is in one of three states:
 
 * **finished**: every result file (:data:`RESULTS`) is complete;
 * **resumable**: it holds a complete checkpoint -- ``purerl resume`` continues it, or writes the
@@ -20,6 +21,7 @@ time writes a run directory (:func:`lock`), so no process removes another's temp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -27,12 +29,21 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
-__all__ = ["LOCK", "RESULTS", "RunDirBusy", "lock", "missing_results", "write_atomic",
-           "write_text"]
+import purerl
+from purerl import checkpoint
+from purerl import config as config_lib
 
+__all__ = ["CONFIG", "LOCK", "RESULTS", "RUN_KEYS", "RUN_OUTPUTS", "Resume", "RunDirBusy",
+           "RunOptions", "check_free", "lock", "missing_results", "new_run_dir",
+           "nothing_to_resume", "plan_resume", "read_config", "standing", "taken",
+           "write_atomic", "write_config", "write_json", "write_text"]
+
+CONFIG = "config.json"  # the run's config and options (RUN_KEYS)
 RESULTS = ("metrics.json", "metrics.csv", "summary.txt", "learning_curve.png")
+# what a run directory holds once 'purerl train' has used it
+RUN_OUTPUTS = (CONFIG, *RESULTS, checkpoint.CHECKPOINTS, "tensorboard", "wandb")
 LOCK = ".purerl.lock"  # flock'ed while a process trains, resumes or prunes the run
 HOLDER = ".purerl.holder"  # the process that holds (or last held) the lock
 _TMP = ".tmp-"  # prefix of every temporary name purerl writes in a run directory
@@ -83,8 +94,6 @@ def lock(run_dir: str | os.PathLike, purpose: str) -> Iterator[Path]:
 def remove_temporaries(run_dir: str | os.PathLike) -> None:
     """Remove the temporary files and checkpoint folders a killed process left in ``run_dir``
     (only safe while holding its :func:`lock`)."""
-    from purerl import checkpoint
-
     run_dir = Path(run_dir)
     for stale in run_dir.glob(_TMP + "*"):
         with contextlib.suppress(OSError):
@@ -114,28 +123,193 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically (:func:`write_atomic`)."""
+    write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
 def missing_results(run_dir: str | os.PathLike) -> list[str]:
     """The result files (:data:`RESULTS`) ``run_dir`` does not hold."""
     return [name for name in RESULTS if not (Path(run_dir) / name).is_file()]
 
 
-_passed: dict[str, int] = {}
+# ------------------------------------------------------------------ making a run directory
 
 
-def pause_point(name: str) -> None:
-    """A hook for the fault tests (tests/test_faults.py): where the environment variable
-    ``PURERL_PAUSE_AT`` is ``name`` or ``name:N`` (the N-th time this point is passed), write
-    the file named by ``PURERL_PAUSE_FILE`` and wait while it exists, so that a test can kill,
-    starve or lock the process at exactly this moment. Does nothing otherwise."""
-    spec = os.environ.get("PURERL_PAUSE_AT")
-    if not spec or spec.partition(":")[0] != name:
-        return
-    _passed[name] = _passed.get(name, 0) + 1
-    wanted = int(spec.partition(":")[2] or 1)
-    marker = os.environ.get("PURERL_PAUSE_FILE")
-    if _passed[name] != wanted or not marker:
-        return
-    Path(marker).write_text(str(os.getpid()))
-    while Path(marker).exists():
-        time.sleep(0.02)
+def new_run_dir(out: Path, name: str | None, algo: str, env: str) -> Path:
+    """``out/name``, refused if it holds a run already (runs are never overwritten); without a
+    name ``out/ALGO_ENV_TIMESTAMP``, with ``_2``, ``_3``, ... appended while that is taken."""
+    if name is None:
+        base = f"{algo}_{env.replace('/', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir, n = out / base, 1
+        while taken(run_dir):
+            n += 1
+            run_dir = out / f"{base}_{n}"
+        return run_dir
+    run_dir = out / name
+    check_free(run_dir, name)
+    return run_dir
 
+
+def check_free(run_dir: Path, name: str) -> None:
+    """ValueError unless ``run_dir`` is free for ``--name``: no checkpoint, no result file. A
+    directory left by a run that stopped before its first checkpoint (only its config.json,
+    perhaps logger files) is free: nothing of it could be resumed."""
+    newest = checkpoint.latest(run_dir)
+    if newest is not None:  # never mix two runs' checkpoints (resume would pick the wrong one)
+        raise ValueError(f"{run_dir} already holds checkpoints of a run (the newest after "
+                         f"{newest.name} updates); continue it with 'purerl resume {run_dir}', "
+                         f"or train under another --name (or delete "
+                         f"{run_dir / checkpoint.CHECKPOINTS})")
+    results = [n for n in RESULTS if (run_dir / n).exists()]
+    if results:
+        raise ValueError(f"--name {name}: {run_dir} already holds a run ({', '.join(results)}); "
+                         "runs are never overwritten: train under another --name or delete it")
+
+
+def taken(run_dir: Path) -> list[str]:
+    """The outputs of an earlier run in ``run_dir`` (:data:`RUN_OUTPUTS`; empty if none)."""
+    return [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
+
+
+def standing(run_dir: Path, num_updates: int | None = None) -> str:
+    """Where an interrupted or failed run stands and how to go on (one clause)."""
+    newest = checkpoint.latest(run_dir)
+    if newest is None:
+        return (f"no checkpoint was saved; 'purerl resume {run_dir}' trains the run again from "
+                f"the start (or 'purerl train ... --name {run_dir.name}' reuses the directory)")
+    if num_updates is not None and int(newest.name) >= num_updates:
+        return (f"training finished and its final checkpoint {newest} is saved; 'purerl resume "
+                f"{run_dir}' writes the missing results")
+    return (f"the newest checkpoint is {newest} ({newest.name} updates); continue with "
+            f"'purerl resume {run_dir}'")
+
+
+# ------------------------------------------------------------------------------ config.json
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The run's options, which config.json holds after the config's fields (in this order)."""
+
+    algo: str
+    seeds: int
+    seed: int | None
+    preset: str | None
+    chunk: int | None  # as asked for (None: the default length)
+    checkpoint_every: int | None
+    keep: int
+    log: Sequence[str] = ()
+    wandb_id: str | None = None
+    devices: int | str | None = None
+    data_parallel: bool = False
+
+
+# keys of config.json besides the config's fields
+RUN_KEYS = tuple(field.name for field in dataclasses.fields(RunOptions))
+
+
+def write_config(run_dir: Path, config: Any, options: RunOptions) -> None:
+    """``RUN_DIR/config.json``: ``config``'s fields, then ``options``."""
+    write_json(run_dir / CONFIG, {**config.to_dict(), **dataclasses.asdict(options)})
+
+
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's config.json (None if it has none); ValueError if unreadable."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); restore it, or delete it to resume with "
+                         "the config saved in the checkpoint") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a JSON object; restore it, or delete it to resume with "
+                         "the config saved in the checkpoint")
+    return saved
+
+
+# ------------------------------------------------------------------------------- resuming
+
+
+@dataclasses.dataclass
+class Resume:
+    """What ``purerl resume`` found: the run's config.json (as saved, or rebuilt from the
+    checkpoint), its algorithm and config, and the restored run -- None for a run that stopped
+    before its first checkpoint, which is trained again from the start."""
+
+    saved: dict[str, Any]
+    algo: str
+    config: Any
+    run: checkpoint.RestoredRun | None
+    seeds: int
+    seed: int | None
+
+
+def plan_resume(run_dir: Path, total_timesteps: int | None) -> Resume:
+    """Everything ``purerl resume`` checks before it writes: its newest checkpoint (verified),
+    config.json against it and the new budget; without a checkpoint, config.json alone."""
+    ckpt = checkpoint.latest(run_dir)
+    saved = read_config(run_dir)
+    if ckpt is None:
+        if saved is None:
+            checkpoint.find(run_dir)  # raises the CheckpointError that says what is missing
+        return _plan_restart(run_dir, saved, total_timesteps)
+    meta = checkpoint.read_metadata(ckpt, verify=False)  # the files: in restore
+    if saved is None:
+        saved = {**meta["config"], "algo": meta["algo"], "seeds": meta["num_seeds"],
+                 "seed": meta["seed"], "preset": None}
+    algo = saved.get("algo", meta["algo"])
+    if algo != meta["algo"]:
+        raise checkpoint.CheckpointError(
+            f"{run_dir / CONFIG} says algo {algo!r} but the checkpoints of {run_dir} are "
+            f"of a {meta['algo']} run; set \"algo\": \"{meta['algo']}\" again (checkpoints "
+            "of another run were copied here?)")
+    config = _config_from_saved(run_dir, meta["algo"], saved, total_timesteps)
+    run = checkpoint.restore(ckpt, config)
+    return Resume(saved, run.algo, run.config, run, run.num_seeds, run.seed)
+
+
+def _config_from_saved(run_dir: Path, algo: str, saved: dict[str, Any],
+                       total_timesteps: int | None) -> Any:
+    module = purerl.get_algorithm(algo)
+    fields = {k: v for k, v in saved.items() if k not in RUN_KEYS}
+    if total_timesteps is not None:
+        fields["total_timesteps"] = total_timesteps
+    try:
+        return module.Config.from_dict(fields)
+    except ValueError as e:
+        raise ValueError(f"{run_dir / CONFIG}: {e}") from None
+
+
+def _plan_restart(run_dir: Path, saved: dict[str, Any], total_timesteps: int | None
+                  ) -> Resume:
+    """A run that stopped before its first checkpoint, from its config.json."""
+    algo, seeds, seed = saved.get("algo"), saved.get("seeds"), saved.get("seed")
+    if algo not in purerl.ALGORITHMS:
+        raise ValueError(f"{run_dir / CONFIG} names no algorithm purerl has (algo="
+                         f"{algo!r}); train the run again with 'purerl train'")
+    if not isinstance(seeds, int) or seeds < 1 or not isinstance(seed, int):
+        raise ValueError(f"{run_dir / CONFIG} lacks a valid seeds / seed (seeds={seeds!r}"
+                         f", seed={seed!r}); train the run again with 'purerl train'")
+    config_lib.check_seed(seed, "seed in config.json")
+    config = _config_from_saved(run_dir, algo, saved, total_timesteps)
+    return Resume(saved, algo, config, None, seeds, seed)
+
+
+def nothing_to_resume(run_dir: Path, plan: Resume) -> str | None:
+    """Why ``purerl resume`` has nothing to do (None where it has): a run trained to the end of
+    its budget with every result file written, or one with every result file but no
+    checkpoint left to continue from."""
+    if missing_results(run_dir):
+        return None
+    if plan.run is None:
+        return (f"nothing to resume: {run_dir} is finished (all its result files are written) "
+                "and holds no checkpoint to continue from")
+    num_updates = plan.run.agent.num_updates
+    if plan.run.updates_done < num_updates:
+        return None
+    return (f"nothing to resume: {run_dir} has done all {num_updates} updates of "
+            f"total_timesteps={plan.config.total_timesteps} and written its results; pass "
+            "--total-timesteps with a larger budget to extend it")

@@ -62,7 +62,7 @@ import optax
 from flax import struct
 
 from purerl import envs, loop, optim, presets, replay, rollout
-from purerl.distributed import SINGLE, DataParallel
+from purerl.parallel import SINGLE, DataParallel
 from purerl.config import (ANY_NUMBER, POSITIVE, UNIT_INTERVAL, OffPolicyConfig, hparam,
                            redefault, static)
 from purerl.distributions import Categorical, TanhGaussian
@@ -159,7 +159,7 @@ def sampled_soft_value(dist: TanhGaussian, q_fn: Callable[[jax.Array], jax.Array
     u = mean + std eps, a~ = scale(tanh(u)), V = min_i Q_i(s, a~) - alpha log pi(a~|s) and
     H = -log pi(a~|s), with ``q_fn(a~)`` returning ``[2, B]`` twin values (or ``[B]``). Data
     parallel: the states are this device's rows of the minibatch and eps theirs of the
-    single-device draw (:meth:`~purerl.distributed.DataParallel.sample`)."""
+    single-device draw (:meth:`~purerl.parallel.DataParallel.sample`)."""
     u = dp.sample(dist, key)
     log_prob = dist.squashed_log_prob(u)
     q = q_fn(dist.env_action(u))
@@ -240,7 +240,7 @@ def gradient_step(nets: Nets, cfg: Config, buffer: replay.ReplayBuffer, norm: Ob
     the Polyak step of the target (twin Q', or V_bar with ``value_network``). Data parallel:
     each device holds its environments' share of the buffer and computes the gradients of its
     ``1/D`` of the single-device minibatch
-    (:meth:`purerl.distributed.DataParallel.sample_replay`); gradients and losses are averaged
+    (:meth:`purerl.parallel.DataParallel.sample_replay`); gradients and losses are averaged
     over devices."""
     sample_key, loss_key = jax.random.split(key)
     batch = dp.sample_replay(buffer, sample_key, cfg.batch_size, cfg.num_envs)
@@ -296,10 +296,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     config = Config.coerce(config)
     dp = data_parallel or SINGLE
     dp.check_replay(config)
-    env = envs.make(config.env)
-    step_env = dp.env(env)
-    spec = env.spec
-    config.check_action_space(spec.discrete, config.env)
+    env, step_env, spec = envs.trainer_env(config, dp)
     nets = make_nets(config, spec)
     example = replay.example_transition(spec)
 
@@ -317,9 +314,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
             target=value_params if config.value_network else critic_params,
             opt_state=Params(*(None if p is None else optim.adam(1.0).init(p) for p in params)),
             buffer=replay.init(config.buffer_capacity, example),
-            run=loop.RunState.create(key, hp,
-                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
-                                     env.reset(env_key, config.num_envs)),
+            run=loop.RunState.start(key, hp, config, env, env_key),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
@@ -355,6 +350,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

@@ -44,6 +44,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

@@ -43,7 +43,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from purerl import envs, losses, loop, optim, rollout
-from purerl.distributed import SINGLE, DataParallel
+from purerl.parallel import SINGLE, DataParallel
 from purerl.config import (NON_NEGATIVE, OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTERVAL,
                            RolloutConfig, hparam, redefault, static)
 from purerl.networks import ActorCriticParams as Params
@@ -212,6 +212,20 @@ def fit_value(critic: ValueCritic, cfg: Config, critic_params: Any, opt_state: A
     return critic_params, opt_state, vf_losses[-1].mean()
 
 
+def make_batch(critic: ValueCritic, cfg: Config, critic_params: Any, norm: ObsNormalizer,
+               traj: rollout.Trajectory, dp: DataParallel = SINGLE) -> tuple[Batch, jax.Array]:
+    """The flattened learning batch of a rollout, with GAE advantages (normalised with
+    ``normalize_advantages``; data parallel: over every device's) and value targets, and the
+    values V(s) ``[num_steps, num_envs]`` they were computed from."""
+    obs, values, advantages, targets = rollout.gae_targets(
+        traj, lambda obs: critic.apply(critic_params, obs), norm, cfg.gamma, cfg.gae_lambda)
+    batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
+                         Batch(obs, traj.action, advantages, targets))
+    if cfg.normalize_advantages:
+        batch = batch._replace(advantage=dp.normalize(batch.advantage))
+    return batch, values
+
+
 def make_agent(config: Config | Mapping[str, Any] | None = None,
                data_parallel: DataParallel | None = None) -> loop.Agent:
     """TRPO's :class:`purerl.loop.Agent`. ``data_parallel``: the update runs inside
@@ -221,10 +235,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     config = Config.coerce(config)
     dp = data_parallel or SINGLE
     dp.check(config)
-    env = envs.make(config.env)
-    step_env = dp.env(env)
-    spec = env.spec
-    config.check_action_space(spec.discrete, config.env)
+    env, step_env, spec = envs.trainer_env(config, dp)
     torso = torso_for(config.torso, spec.obs_shape)
     actor = Actor(spec, config.hidden_sizes, config.activation, config.log_std_init, torso)
     critic = ValueCritic(config.hidden_sizes, config.activation, len(spec.obs_shape), torso)
@@ -237,9 +248,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
         return TrainState(
             params=params,
             critic_opt=optim.adam(1.0).init(params.critic),
-            run=loop.RunState.create(key, hp,
-                                     ObsNormalizer.create(spec.obs_shape, config.normalize_obs),
-                                     env.reset(env_key, config.num_envs)),
+            run=loop.RunState.start(key, hp, config, env, env_key),
         )
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
@@ -251,13 +260,7 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
         policy = dp.policy(lambda obs: actor.apply(state.params.actor, norm(obs)))
         env_state, traj = rollout.collect(step_env, policy, rollout_key, state.run.env_state,
                                           cfg.num_steps)
-        obs, values, advantages, targets = rollout.gae_targets(
-            traj, lambda obs: critic.apply(state.params.critic, obs), norm, cfg.gamma,
-            cfg.gae_lambda)
-        batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
-                             Batch(obs, traj.action, advantages, targets))
-        if cfg.normalize_advantages:
-            batch = batch._replace(advantage=dp.normalize(batch.advantage))
+        batch, values = make_batch(critic, cfg, state.params.critic, norm, traj, dp)
 
         # --- learn: the natural-gradient policy step, then the value regression
         actor_params, metrics = policy_step(actor, cfg, state.params.actor, batch, dp)
@@ -285,6 +288,6 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):
-    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in the
-    README."""
+    """``train(key, hparams=None) -> (TrainState, metrics)``; see "The trainer contract" in
+    docs/contract.md."""
     return loop.make_train_fn(make_agent(config))

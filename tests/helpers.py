@@ -1,9 +1,16 @@
-"""Shared test code: one small configuration per trainer, how the learning checks measure a run,
-and comparisons of train states and metrics."""
+"""Shared test code: one small configuration per trainer and its cached vmapped run, how the
+learning checks measure a run, comparisons of train states and metrics, the subprocesses of the
+multi-device checks and the notebooks' execution. (Test modules import it as ``from helpers
+import ...``: pyproject.toml puts tests/ on pytest's ``pythonpath``.)"""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -40,6 +47,16 @@ SMALL: dict[str, dict] = {
 
 def small_agent(algo: str, **overrides) -> loop.Agent:
     return purerl.get_algorithm(algo).make_agent({**SMALL[algo], **overrides})
+
+
+@functools.cache
+def vmapped_run(algo: str, seeds: int = 3, **overrides):
+    """``(keys, train, state, metrics)`` of ``jax.vmap(train)`` over ``seeds`` keys split from
+    ``jax.random.key(0)``, ``train`` made from ``{**SMALL[algo], **overrides}``. Compiled and run
+    once per process and shared by the tests that read it (so they must not modify it)."""
+    train = purerl.get_algorithm(algo).make_train({**SMALL[algo], **overrides})
+    keys = jax.random.split(jax.random.key(0), seeds)
+    return keys, train, *purerl.jit(jax.vmap(train))(keys)
 
 
 def final_seed_evals(module, config, seeds=4, key=0):
@@ -109,3 +126,72 @@ def subprocess_env() -> dict[str, str]:
     if cache:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
     return env
+
+
+# ------------------------------------------------------------------ multi-device subprocesses
+
+# The largest difference the multi-device checks allow (tests/test_distributed.py's _max_diff).
+DISTRIBUTED_TOL = 1e-5
+# The device count must be set before JAX starts, so those checks run in subprocesses: this
+# script (``python tests/test_distributed.py seeds|parallel|host ...``) is their program, for
+# test_distributed.py and test_data_parallel.py alike.
+DISTRIBUTED_SCRIPT = Path(__file__).resolve().with_name("test_distributed.py")
+
+
+def run_distributed_script(runs: list[tuple[list[str], int | None]]) -> None:
+    """Run :data:`DISTRIBUTED_SCRIPT` once per ``(arguments, fake CPU devices or None)``, all at
+    once (the 2-core CI machine overlaps their compilations); fails with a process's output if
+    it fails."""
+    env = dict(subprocess_env(), JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    # the script imports this module, which imports purerl: the checkout's, installed or not
+    root = str(DISTRIBUTED_SCRIPT.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    script = [sys.executable, str(DISTRIBUTED_SCRIPT)]
+    procs = []
+    for args, devices in runs:
+        run_env = env if devices is None else dict(
+            env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        procs.append(subprocess.Popen(script + args, env=run_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=420)[0])
+        except subprocess.TimeoutExpired:
+            p.kill()
+            logs.append(p.communicate()[0])
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-4000:]
+
+
+# ---------------------------------------------------------------------------------- notebooks
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+# what each notebook must print when it has run to the end
+NOTEBOOK_EXPECTED = {
+    "ppo.ipynb": ["final deterministic return over 8 seeds", "greedy actions:", "V(s):"]
+    + ["lr="] * 4,
+    "policy_gradient.ipynb": ["final return"] * 10 + ["A3C staleness per update"],
+    "off_policy.ipynb": ["final return"] * 5 + ["greedy actions:", "deterministic actions:"]
+    + ["tau="] * 3,
+}
+
+# The off-policy notebook runs from its own file (test_notebook_off_policy.py): pytest-xdist
+# hands out whole files, and the three notebooks in one file were the suite's longest tail.
+NOTEBOOKS_SPLIT_OFF = {"off_policy.ipynb"}
+
+
+def run_notebook(path: Path, monkeypatch, capsys) -> None:
+    """Execute ``path``'s code cells at the test budget; check the lines it must print."""
+    monkeypatch.setenv("PURERL_NOTEBOOK_BUDGET", "8192")
+    cells = json.loads(path.read_text())["cells"]
+    namespace: dict = {}
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), f"{path.name}", "exec"), namespace)
+    out = capsys.readouterr().out
+    expected = NOTEBOOK_EXPECTED[path.name]
+    for marker in set(expected):
+        assert out.count(marker) == expected.count(marker), (marker, out)

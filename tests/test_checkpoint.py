@@ -22,7 +22,7 @@ import pytest
 from helpers import SMALL, assert_trees_equal, subprocess_env
 
 import purerl
-from purerl import checkpoint, dqn, loop, ppo
+from purerl import checkpoint, dqn, inference, loop, ppo
 from purerl.checkpoint import CheckpointError
 from purerl.cli import main
 
@@ -257,7 +257,7 @@ def test_state_layout_mismatch_is_refused(tmp_path):
     meta = json.loads(path.read_text())
     meta["fingerprint"] = "0" * 64  # as if written by a purerl with another train state
     meta["purerl_version"] = "0.0.1"
-    meta["checksum"] = checkpoint._checksum(meta)
+    meta["checksum"] = checkpoint.checksum(meta)
     path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="layout .*purerl 0.0.1"):
         purerl.load(run)
@@ -271,7 +271,7 @@ def test_keep_prunes_old_checkpoints(tmp_path):
         checkpoint.save(tmp_path, run.config, state, keep=2)
     assert [u for u, _ in checkpoint.checkpoints(tmp_path)] == [2, 3]
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
-    assert checkpoint.load(tmp_path).updates_done == 3
+    assert inference.load(tmp_path).updates_done == 3
 
 
 # ----------------------------------------------------------------------------- budgets

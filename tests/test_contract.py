@@ -1,14 +1,13 @@
-"""The trainer contract of the README, for every algorithm in ``purerl.ALGORITHMS``: vmap over
+"""The trainer contract (docs/contract.md), for every algorithm in ``purerl.ALGORITHMS``: vmap over
 seeds equals single runs, one key gives one result, chunked runs equal one ``train`` call
 bitwise, the common metrics and the evaluation schedule, and ``act`` / ``value`` /
 ``evaluate``."""
 
-import functools
-
 import jax
 import numpy as np
 import pytest
-from helpers import SMALL, assert_trees_equal, assert_vmap_equals_single_runs, small_agent
+from helpers import (SMALL, assert_trees_equal, assert_vmap_equals_single_runs, small_agent,
+                     vmapped_run)
 
 import purerl
 from purerl import envs, loop
@@ -16,17 +15,9 @@ from purerl import envs, loop
 ALGOS = list(purerl.ALGORITHMS)
 
 
-@functools.cache
-def vmapped_run(algo: str):
-    """``(keys, state, metrics)`` of ``jax.vmap(train)`` over 3 seeds of the small config."""
-    keys = jax.random.split(jax.random.key(0), 3)
-    train = purerl.get_algorithm(algo).make_train(SMALL[algo])
-    return keys, *purerl.jit(jax.vmap(train))(keys)
-
-
 @pytest.mark.parametrize("algo", ALGOS)
 def test_vmap_equals_single_runs_and_one_key_gives_one_result(algo):
-    keys, state, metrics = vmapped_run(algo)
+    keys, _, state, metrics = vmapped_run(algo)
     single = purerl.jit(purerl.get_algorithm(algo).make_train(SMALL[algo]))
     assert_vmap_equals_single_runs(single, (state, metrics), keys)
     assert_trees_equal(single(keys[1]), single(keys[1]))
@@ -34,7 +25,7 @@ def test_vmap_equals_single_runs_and_one_key_gives_one_result(algo):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_chunked_runs_equal_one_train_call_bitwise(algo):
-    keys, state, metrics = vmapped_run(algo)
+    keys, _, state, metrics = vmapped_run(algo)
     agent = small_agent(algo)
     # chunks of about 3 updates (run_chunked evens them out to one compiled length)
     chunks = list(loop.run_chunked(agent, keys, chunk=3))
@@ -46,7 +37,7 @@ def test_chunked_runs_equal_one_train_call_bitwise(algo):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_common_metrics_and_evaluation_schedule(algo):
-    _, state, metrics = vmapped_run(algo)
+    _, _, state, metrics = vmapped_run(algo)
     agent = small_agent(algo)
     n, every = agent.num_updates, agent.eval_every
     for name in ("episode_return", "episode_count", "env_steps", "eval_return"):
@@ -62,7 +53,7 @@ def test_common_metrics_and_evaluation_schedule(algo):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_act_value_and_evaluate(algo):
-    _, states, _ = vmapped_run(algo)
+    _, _, states, _ = vmapped_run(algo)
     state = jax.tree.map(lambda x: x[0], states)
     agent = small_agent(algo)
     spec = envs.make(SMALL[algo]["env"]).spec

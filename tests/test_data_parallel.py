@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_distributed import TOL, run_script
+from helpers import DISTRIBUTED_TOL as TOL
+from helpers import run_distributed_script
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("data_parallel") / "parallel.json"
-    run_script([(["parallel", str(out)], 4)])
+    run_distributed_script([(["parallel", str(out)], 4)])
     return json.loads(out.read_text())
 
 
@@ -41,12 +42,11 @@ def test_data_parallel_on_4_devices_equals_one_device_with_4x_the_envs(report, n
 def test_a_data_parallel_config_that_does_not_split_is_a_one_line_error(algo, overrides,
                                                                         message):
     import purerl
-    from purerl import distributed
+    from purerl.parallel import DataParallel
 
     module = purerl.get_algorithm(algo)
     with pytest.raises(ValueError, match=message):
-        module.make_agent(module.Config(**overrides),
-                          data_parallel=distributed.DataParallel("data", 4))
+        module.make_agent(module.Config(**overrides), data_parallel=DataParallel("data", 4))
 
 
 def test_data_parallel_names_the_trainers_that_have_it():

@@ -3,31 +3,20 @@ with OU exploration, the learning metrics and their warm-up, policy delay, rando
 acting (mu(s), and the exploration noise as a traced hyperparameter), config errors and learning
 Pendulum-v1. vmap over seeds (Gaussian exploration) and chunked runs: ``test_contract.py``."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, numpy_twin_q,
-                     run_updates)
+                     run_updates, vmapped_run)
 
 import purerl
 from purerl import ddpg, dpg, envs, noise, td3
 from purerl.networks import DeterministicActor
 
 SMALL = SMALL["ddpg"]  # the same small Pendulum-v1 config for DDPG and TD3
-CONFIGS = {"ddpg-ou": (ddpg, {**SMALL, "exploration": "ou"}), "td3": (td3, SMALL)}
-
-
-@functools.cache
-def vmapped_run(name: str):
-    """``(keys, train, state, metrics)`` of ``jax.vmap(train)`` over 3 seeds of
-    ``CONFIGS[name]``."""
-    module, config = CONFIGS[name]
-    train = module.make_train(config)
-    keys = jax.random.split(jax.random.key(0), 3)
-    return keys, train, *purerl.jit(jax.vmap(train))(keys)
+# vmapped_run(**CONFIGS[name]): 3 seeds of the small config, DDPG with OU exploration and TD3
+CONFIGS = {"ddpg-ou": dict(algo="ddpg", exploration="ou"), "td3": dict(algo="td3")}
 
 
 # ----------------------------------------------------------------------------- targets
@@ -125,7 +114,7 @@ def test_ou_reset_and_trainer_resets_it_at_episode_end():
 
 
 def test_ddpg_with_ou_exploration_vmap_over_seeds_equals_single_runs():
-    keys, train, state, metrics = vmapped_run("ddpg-ou")
+    keys, train, state, metrics = vmapped_run(**CONFIGS["ddpg-ou"])
     assert_vmap_equals_single_runs(purerl.jit(train), (state, metrics), keys)
 
 
@@ -134,7 +123,7 @@ def test_ddpg_with_ou_exploration_vmap_over_seeds_equals_single_runs():
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_metrics_noise_scale_warmup_nans_and_gradient_step_count(name):
-    _, _, state, m = vmapped_run(name)
+    _, _, state, m = vmapped_run(**CONFIGS[name])
     n = 120
     for metric in ["episode_return", "episode_count", "env_steps", "q_mean", "td_error",
                    "critic_loss", "actor_loss", "noise_scale", "eval_return"]:

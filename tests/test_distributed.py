@@ -13,16 +13,14 @@ tests read the report.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-TOL = 1e-5
+from helpers import DISTRIBUTED_TOL as TOL
+from helpers import run_distributed_script  # runs this file as the subprocesses' script
 
 
 # ------------------------------------------------------------------------ subprocess side
@@ -179,33 +177,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_script(runs: list[tuple[list[str], int | None]]) -> None:
-    """Run this file as a script once per ``(arguments, fake CPU devices or None)``, all at once
-    (the 2-core CI machine overlaps their compilations); fails with a process's output if it
-    fails."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    cache = os.environ.get("PURERL_TEST_XLA_CACHE")  # tests/conftest.py's compilation cache
-    if cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = cache
-    script = [sys.executable, str(Path(__file__).resolve())]
-    procs = []
-    for args, devices in runs:
-        run_env = env if devices is None else dict(
-            env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        procs.append(subprocess.Popen(script + args, env=run_env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=420)[0])
-        except subprocess.TimeoutExpired:
-            p.kill()
-            logs.append(p.communicate()[0])
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-4000:]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """Run the three processes at once (one with 4 devices, two hosts with 2 each); the
@@ -214,9 +185,9 @@ def results(tmp_path_factory):
     worker.)"""
     tmp = tmp_path_factory.mktemp("distributed")
     port = _free_port()
-    run_script([(["seeds", str(tmp / "seeds.json")], 4)]
-               + [(["host", str(tmp / f"host{i}.npz"), str(i), str(port)], None)
-                  for i in range(2)])
+    run_distributed_script([(["seeds", str(tmp / "seeds.json")], 4)]
+                           + [(["host", str(tmp / f"host{i}.npz"), str(i), str(port)], None)
+                              for i in range(2)])
     report = json.loads((tmp / "seeds.json").read_text())
     arrays = {name: [np.load(tmp / f"{name}.npz")[k] for k in
                      sorted(np.load(tmp / f"{name}.npz").files, key=lambda k: int(k[4:]))]
@@ -256,8 +227,7 @@ def test_two_processes_with_2_devices_each_equal_one_process_with_4(results):
             np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":  # the repository is on PYTHONPATH (helpers.run_distributed_script)
     if sys.argv[1] in ("seeds", "parallel"):
         {"seeds": _seeds, "parallel": _parallel}[sys.argv[1]](Path(sys.argv[2]))
     else:

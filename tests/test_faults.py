@@ -4,7 +4,7 @@ without a traceback, and the resumed run ends bitwise equal to the uninterrupted
 
 Processes are really stopped: SIGKILL, SIGTERM and SIGINT go to a ``python -m purerl``
 subprocess at chosen moments, made exact by the ``PURERL_PAUSE_AT`` hook
-(:func:`purerl.rundir.pause_point`): before the first compiled call, during it, mid-run, inside
+(:func:`purerl.faults.pause_point`): before the first compiled call, during it, mid-run, inside
 a checkpoint save (state written, metadata not), while an old checkpoint is being deleted,
 after the final checkpoint and between two result files. A full disk and a read-only directory
 are a small tmpfs mounted for the test (skipped where this process may not mount); two
@@ -27,7 +27,7 @@ import pytest
 from helpers import subprocess_env
 
 import purerl
-from purerl import checkpoint, cli, rundir
+from purerl import checkpoint, rundir
 from purerl.cli import main
 
 UPDATES = 6
@@ -49,7 +49,7 @@ def reference(tmp_path_factory) -> Path:
 
 def launch(args: list[str], marker: Path | None = None, pause: str | None = None,
            cache: bool = True) -> subprocess.Popen:
-    """``python -m purerl ARGS``, paused at ``pause`` (see purerl.rundir.pause_point) with
+    """``python -m purerl ARGS``, paused at ``pause`` (see purerl.faults.pause_point) with
     ``marker`` as its pause file."""
     env = subprocess_env() if cache else dict(os.environ)
     if pause is not None:
@@ -117,7 +117,7 @@ def state_of(run_dir: Path) -> str:
     if checkpoint.latest(run_dir) is not None:
         checkpoint.read_metadata(checkpoint.latest(run_dir))  # complete and verified
         return "resumable"
-    cli._check_free(run_dir, run_dir.name)  # 'purerl train --name' accepts it
+    rundir.check_free(run_dir, run_dir.name)  # 'purerl train --name' accepts it
     return "free"
 
 
@@ -220,17 +220,17 @@ def test_eval_while_the_run_prunes_reads_the_newest_checkpoint(reference, tmp_pa
     it: restore goes on with the newest one instead of calling it unreadable."""
     run_dir = tmp_path / "r"
     shutil.copytree(reference, run_dir)
-    restore_one = checkpoint._restore
+    read_metadata = checkpoint.read_metadata
     pruned = []
 
     def prune_first(ckpt, *args):
         if not pruned:  # as the trainer would: save a newer checkpoint, drop this one
             pruned.append(ckpt.name)
             shutil.copytree(ckpt, ckpt.parent / str(UPDATES + 1))
-            checkpoint._remove(ckpt)
-        return restore_one(ckpt, *args)
+            checkpoint.remove(ckpt)
+        return read_metadata(ckpt, *args)
 
-    monkeypatch.setattr(checkpoint, "_restore", prune_first)
+    monkeypatch.setattr(checkpoint, "read_metadata", prune_first)
     loaded = purerl.load(run_dir)
     assert pruned == [str(UPDATES)] and loaded.path.name == str(UPDATES + 1)
 

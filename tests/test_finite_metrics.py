@@ -1,5 +1,5 @@
 """Every metric of every trainer is finite on one environment of every gymnax family the trainer
-supports (classic control, MinAtar, bsuite, misc), except where the README documents NaN:
+supports (classic control, MinAtar, bsuite, misc), except where docs/contract.md documents NaN:
 
 * ``episode_return`` in an update where no episode ended (``episode_count == 0``), and there
   it must be NaN;
@@ -92,8 +92,8 @@ def config_for(algo: str, env: str) -> dict:
 
 def documented_nan(algo: str, cfg: dict, metrics: dict, num_updates: int, eval_every: int
                    ) -> dict[str, np.ndarray]:
-    """For each metric, the updates on which NaN is documented -- and required: the README's
-    cases, and TD3's actor loss as documented in :mod:`purerl.dpg`."""
+    """For each metric, the updates on which NaN is documented -- and required: the cases of
+    docs/contract.md, and TD3's actor loss as documented in :mod:`purerl.dpg`."""
     updates = np.arange(1, num_updates + 1)
     evaluated = updates == num_updates
     if eval_every > 0:
@@ -118,8 +118,8 @@ def documented_nan(algo: str, cfg: dict, metrics: dict, num_updates: int, eval_e
 
 def non_finite_report(algo: str, env: str, metrics: dict, num_updates: int, eval_every: int,
                       cfg: dict) -> list[str]:
-    """The metrics that are NaN or infinite where the README does not allow it, or finite where
-    it documents NaN: one line per metric."""
+    """The metrics that are NaN or infinite where docs/contract.md does not allow it, or finite
+    where it documents NaN: one line per metric."""
     expected = documented_nan(algo, cfg, metrics, num_updates, eval_every)
     problems = []
     for name, value in sorted(metrics.items()):

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import purerl
-from purerl import a2c, checkpoint, cli, ddpg, dqn, envs, loop, memory, ppo, sac, td3, trpo
+from purerl import (a2c, checkpoint, cli, ddpg, dqn, envs, inference, loop, memory, ppo, rundir,
+                    sac, td3, trpo)
 from purerl.config import check_seed
 
 # Seconds a refused input may take: it must fail before compiling or allocating anything (a
@@ -226,20 +227,20 @@ def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(args, expected, tmp
 
 
 def test_a_default_run_name_that_is_taken_gets_a_suffix(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "T")
-    assert cli._new_run_dir(tmp_path, None, "ppo", "playground/X") == \
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "T")
+    assert rundir.new_run_dir(tmp_path, None, "ppo", "playground/X") == \
         tmp_path / "ppo_playground_X_T"
     for taken in ("ppo_playground_X_T", "ppo_playground_X_T_2"):
         (tmp_path / taken).mkdir()
         (tmp_path / taken / "metrics.csv").write_text("")
-    assert cli._new_run_dir(tmp_path, None, "ppo", "playground/X") == \
+    assert rundir.new_run_dir(tmp_path, None, "ppo", "playground/X") == \
         tmp_path / "ppo_playground_X_T_3"
     (tmp_path / "empty").mkdir()  # an empty directory holds no run: it may be used
-    assert cli._new_run_dir(tmp_path, "empty", "ppo", "CartPole-v1") == tmp_path / "empty"
+    assert rundir.new_run_dir(tmp_path, "empty", "ppo", "CartPole-v1") == tmp_path / "empty"
     # nor does one left by a run that stopped before its first checkpoint
     (tmp_path / "empty" / "config.json").write_text("{}\n")
     (tmp_path / "empty" / "checkpoints" / ".tmp-1-99-abc").mkdir(parents=True)
-    assert cli._new_run_dir(tmp_path, "empty", "ppo", "CartPole-v1") == tmp_path / "empty"
+    assert rundir.new_run_dir(tmp_path, "empty", "ppo", "CartPole-v1") == tmp_path / "empty"
 
 
 # ------------------------------------------------------------------------ divergence
@@ -269,7 +270,7 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_only_finite_checkpoints(tmp
     run = tmp_path / "d"
     assert [n for n, _ in checkpoint.checkpoints(run)] == [1]  # nothing saved after update 1
     assert not (run / "metrics.json").exists()
-    saved = checkpoint.load(run)
+    saved = inference.load(run)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(saved.state.params))
     # the diverged run's directory is taken now
     assert cli.main(args) == 2

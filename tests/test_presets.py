@@ -105,7 +105,7 @@ def _train_args(*extra):
 
 def test_cli_uses_the_preset_and_says_so(tmp_path, capsys):
     args = _train_args("ppo", "--env", "Pendulum-v1", "--set", "lr=2e-4", "--out", str(tmp_path))
-    config, agent, _, name = cli._setup(args)
+    config, agent, _, name = cli.setup_train(args)
     assert name == "ppo/Pendulum-v1"
     # the preset's eval_every (the default 50) evaluates once in its 73 updates: the CLI
     # evaluates 10 times instead, and says so
@@ -115,7 +115,7 @@ def test_cli_uses_the_preset_and_says_so(tmp_path, capsys):
     assert "preset ppo/Pendulum-v1" in err
     assert "evaluating every 7 updates (10 evaluations): eval_every=50 would evaluate 1 " in err
 
-    config, _, _, name = cli._setup(_train_args("ppo", "--env", "Pendulum-v1", "--no-preset",
+    config, _, _, name = cli.setup_train(_train_args("ppo", "--env", "Pendulum-v1", "--no-preset",
                                                 "--set", "eval_every=50", "--out",
                                                 str(tmp_path)))
     assert name is None and config == ppo.Config(env="Pendulum-v1")  # --set eval_every wins
@@ -124,7 +124,7 @@ def test_cli_uses_the_preset_and_says_so(tmp_path, capsys):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, _, _, name = cli._setup(_train_args("trpo", "--env", "Catch-bsuite",
+        _, _, _, name = cli.setup_train(_train_args("trpo", "--env", "Catch-bsuite",
                                                "--out", str(tmp_path)))
     assert name is None
     assert capsys.readouterr().err.startswith("no trpo preset for Catch-bsuite")
@@ -135,7 +135,7 @@ def test_cli_uses_the_preset_and_says_so(tmp_path, capsys):
 def test_cli_runs_evaluate_at_least_ten_times(updates, every, expected):
     config = ppo.Config(num_envs=4, num_steps=32, num_minibatches=2,
                         total_timesteps=4 * 32 * updates, eval_every=every)
-    adjusted, note = cli._enough_evaluations(config, updates)
+    adjusted, note = cli.enough_evaluations(config, updates)
     assert adjusted.eval_every == expected
     assert (note is None) == (expected == every)
 
@@ -210,11 +210,11 @@ def test_minatar_networks_have_the_conv_torso(algo):
 
 
 def test_an_unsolved_preset_says_so_when_used(tmp_path, capsys):
-    cli._setup(_train_args("sac", "--env", "MountainCarContinuous-v0", "--out", str(tmp_path)))
+    cli.setup_train(_train_args("sac", "--env", "MountainCarContinuous-v0", "--out", str(tmp_path)))
     err = capsys.readouterr().err
     assert ("note: sac/MountainCarContinuous-v0 does not solve MountainCarContinuous-v0: learns "
             "to stand still") in err
-    cli._setup(_train_args("sac", "--env", "Pendulum-v1", "--out", str(tmp_path)))
+    cli.setup_train(_train_args("sac", "--env", "Pendulum-v1", "--out", str(tmp_path)))
     assert "note:" not in capsys.readouterr().err
     unsolved = {p.name for p in presets.all_presets() if p.caveat}
     assert {"dqn/MountainCar-v0", "sac/MountainCar-v0", "sac/MountainCarContinuous-v0"} <= unsolved

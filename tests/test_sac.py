@@ -5,8 +5,6 @@ random warm-up, acting, the CLI, config errors and learning (continuous, discret
 soft-value-network variant). vmap over seeds (continuous) and chunked runs:
 ``test_contract.py``."""
 
-import functools
-
 import distrax
 import jax
 import jax.numpy as jnp
@@ -14,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, numpy_twin_q,
-                     run_updates)
+                     run_updates, vmapped_run)
 
 import purerl
 from purerl import envs, losses, sac
@@ -24,17 +22,9 @@ from purerl.networks import SquashedGaussianActor
 
 SMALL = SMALL["sac"]
 SMALL_DISCRETE = {**SMALL, "env": "CartPole-v1"}
-CONFIGS = {"continuous": SMALL, "discrete-value-network": {**SMALL_DISCRETE,
-                                                           "value_network": True}}
-
-
-@functools.cache
-def vmapped_run(name: str):
-    """``(keys, train, state, metrics)`` of ``jax.vmap(train)`` over 3 seeds of
-    ``CONFIGS[name]``."""
-    train = sac.make_train(CONFIGS[name])
-    keys = jax.random.split(jax.random.key(0), 3)
-    return keys, train, *purerl.jit(jax.vmap(train))(keys)
+# vmapped_run("sac", **CONFIGS[name]): 3 seeds of the small config with these overrides
+CONFIGS = {"continuous": {}, "discrete-value-network": {"env": "CartPole-v1",
+                                                        "value_network": True}}
 
 
 # ----------------------------------------------------------------------------- log-density
@@ -186,13 +176,13 @@ def test_trainer_temperature_follows_the_entropy_target(scale, rises):
 
 
 def test_discrete_value_network_vmap_over_seeds_equals_single_runs():
-    keys, train, state, metrics = vmapped_run("discrete-value-network")
+    keys, train, state, metrics = vmapped_run("sac", **CONFIGS["discrete-value-network"])
     assert_vmap_equals_single_runs(purerl.jit(train), (state, metrics), keys)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_metrics_are_nan_during_warmup_then_finite(name):
-    _, _, _, m = vmapped_run(name)
+    _, _, _, m = vmapped_run("sac", **CONFIGS[name])
     n = 120
     learned = ["alpha", "entropy", "q_mean", "td_error", "critic_loss", "actor_loss",
                "alpha_loss"] + (["value_loss"] if CONFIGS[name].get("value_network") else [])
