@@ -40,10 +40,14 @@ CASES: list[tuple[str, str, dict]] = [
     ("trpo", "Pendulum-v1", {}),
     ("dqn", "CartPole-v1", {}),
     ("dqn", "Breakout-MinAtar", {"dueling": True, "loss": "huber"}),
+    ("pqn", "CartPole-v1", {}),
+    ("pqn", "Breakout-MinAtar", {"torso": "cnn", "loss": "huber", "anneal_lr": True}),
     ("ddpg", "Pendulum-v1", {}),
     ("td3", "Pendulum-v1", {}),
     ("sac", "Pendulum-v1", {}),
     ("sac", "CartPole-v1", {}),
+    ("off_policy_ac", "CartPole-v1", {}),
+    ("off_policy_ac", "Pendulum-v1", {}),
 ]
 
 

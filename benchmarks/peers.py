@@ -85,6 +85,17 @@ PAIRS: dict[str, dict] = {
                     epsilon_end=0.05, exploration_fraction=0.5, gamma=0.99, double_dqn=True,
                     dueling=True, activation="swish", hidden_sizes=(64, 64),
                     normalize_obs=False)),
+    # rejax's PQN config (CartPole's). Two differences that are not fields: rejax clips each
+    # gradient element at max_grad_norm (optax.clip) where purerl clips the global norm, and
+    # rejax treats time-outs as terminations (purerl bootstraps through them)
+    "pqn-rejax": dict(
+        algo="pqn", peer=["rejax_run.py", "{peers}/rejax-configs/cartpole.yaml", "pqn"],
+        steps=524_288,
+        config=dict(env="CartPole-v1", num_envs=16, num_steps=128, num_minibatches=16,
+                    update_epochs=5, max_grad_norm=10.0, lr=3e-4, anneal_lr=False,
+                    epsilon_start=1.0, epsilon_end=0.05, exploration_fraction=0.5, gamma=0.99,
+                    q_lambda=0.9, layer_norm=True, activation="relu", hidden_sizes=(64, 64),
+                    loss="mse", normalize_obs=False)),
     # rejax ships no MinAtar config: its one tuned DQN config (CartPole's, above) with --env
     # swapped in, which is what a rejax user starts from; its networks flatten the observation
     "dqn-rejax-minatar": dict(

@@ -18,9 +18,11 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "ppo": ("purerl.ppo", "discrete, continuous", "CartPole-v1"),
     "trpo": ("purerl.trpo", "discrete, continuous", "CartPole-v1"),
     "dqn": ("purerl.dqn", "discrete", "CartPole-v1"),
+    "pqn": ("purerl.pqn", "discrete", "CartPole-v1"),
     "ddpg": ("purerl.ddpg", "continuous", "Pendulum-v1"),
     "td3": ("purerl.td3", "continuous", "Pendulum-v1"),
     "sac": ("purerl.sac", "discrete, continuous", "Pendulum-v1"),
+    "off_policy_ac": ("purerl.off_policy_ac", "discrete, continuous", "CartPole-v1"),
 }
 
 

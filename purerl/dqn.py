@@ -43,6 +43,8 @@ from purerl.parallel import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, HALF_OPEN_UNIT_INTERVAL, POSITIVE,
                            UNIT_INTERVAL, OffPolicyConfig, choice, hparam, redefault, static)
 from purerl.networks import QNetwork, torso_for
+from purerl.noise import (epsilon_greedy, epsilon_schedule,  # noqa: F401 (dqn's names)
+                          greedy_or_epsilon_greedy, max_q_value)
 from purerl.normalize import ObsNormalizer
 
 
@@ -122,25 +124,6 @@ class Learner(NamedTuple):
     grad_step: jax.Array
 
 
-def epsilon_schedule(env_steps, total_timesteps: int, epsilon_start, epsilon_end,
-                     exploration_fraction):
-    """Linear decay from ``epsilon_start`` at 0 env steps to ``epsilon_end`` at
-    ``exploration_fraction * total_timesteps`` env steps, constant afterwards."""
-    # a Python float: an int budget past int32 would not convert to JAX's (weak) int32
-    horizon = jnp.maximum(exploration_fraction * float(total_timesteps), 1.0)
-    progress = jnp.clip(env_steps / horizon, 0.0, 1.0)
-    return epsilon_start + (epsilon_end - epsilon_start) * progress
-
-
-def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
-    """argmax_a Q(s, a) with probability 1 - epsilon, else a uniformly random action."""
-    explore_key, action_key = jax.random.split(key)
-    greedy = jnp.argmax(q_values, -1)
-    random = jax.random.randint(action_key, greedy.shape, 0, q_values.shape[-1], jnp.int32)
-    explore = jax.random.uniform(explore_key, greedy.shape, jnp.float32) < epsilon
-    return jnp.where(explore, random, greedy).astype(jnp.int32)
-
-
 def td_loss(network: QNetwork, cfg: Config, params: Any, target_params: Any,
             mb: replay.Transition) -> tuple[jax.Array, dict[str, jax.Array]]:
     """E[l(Q(s, a) - y)] on a (normalised) minibatch, and its metrics."""
@@ -199,24 +182,6 @@ def learn(network: QNetwork, cfg: Config, state: TrainState, buffer: replay.Repl
         lambda learner, k: gradient_step(network, cfg, tx, buffer, norm, learner, k, dp),
         learner, key, cfg.num_gradient_steps, cfg.learning(state.run.update_step))
     return learner, {**metrics, "lr": jnp.asarray(lr, jnp.float32)}
-
-
-def greedy_or_epsilon_greedy(network: QNetwork, config: Config, state: TrainState,
-                             obs: jax.Array, key: jax.Array | None = None,
-                             deterministic: bool = True) -> jax.Array:
-    """The agent's ``act``: argmax_a Q(s, a); with ``deterministic=False``, epsilon-greedy
-    (needs ``key``) at the state's current exploration rate, the schedule at
-    ``state.run.env_steps`` with the hyperparameters in ``state.run.hparams``."""
-    q_values = network.apply(state.params, state.run.obs_norm(obs))
-    if deterministic:
-        return jnp.argmax(q_values, -1).astype(jnp.int32)
-    cfg = config.with_hparams(state.run.hparams)
-    return epsilon_greedy(key, q_values, cfg.epsilon(state.run.env_steps))
-
-
-def max_q_value(network: QNetwork, state: TrainState, obs: jax.Array) -> jax.Array:
-    """The agent's ``value``: max_a Q(s, a)."""
-    return network.apply(state.params, state.run.obs_norm(obs)).max(-1)
 
 
 def make_agent(config: Config | Mapping[str, Any] | None = None,

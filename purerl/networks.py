@@ -198,15 +198,18 @@ def features(module: nn.Module, obs: jax.Array, obs_ndim: int) -> jax.Array:
     ``obs``, created inside ``module``'s compact scope."""
     if module.torso == "cnn":
         obs, obs_ndim = ConvEncoder(module.activation)(obs), 1
-    return MLP(module.hidden_sizes, module.activation, obs_ndim)(obs)
+    return MLP(module.hidden_sizes, module.activation, obs_ndim,
+               getattr(module, "layer_norm", False))(obs)
 
 
 class MLP(nn.Module):
-    """Flattens each observation, then Dense + activation for every hidden size."""
+    """Flattens each observation, then Dense (+ LayerNorm, Ba et al. 2016) + activation for
+    every hidden size."""
 
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
     obs_ndim: int = 1  # number of trailing axes that make one observation
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -214,7 +217,8 @@ class MLP(nn.Module):
             x = x.reshape(x.shape[: x.ndim - self.obs_ndim] + (-1,))
         act = ACTIVATIONS[self.activation]
         for h in self.hidden_sizes:
-            x = act(dense(h, np.sqrt(2.0))(x))
+            x = dense(h, np.sqrt(2.0))(x)
+            x = act(nn.LayerNorm()(x) if self.layer_norm else x)
         return x
 
 
@@ -310,7 +314,8 @@ class SquashedGaussianActor(nn.Module):
 
 class QNetwork(nn.Module):
     """Q(s, .) for discrete actions, ``[..., num_actions]``. With ``dueling`` (Wang et al. 2016)
-    the head is V(s) + A(s, a) - mean_a' A(s, a')."""
+    the head is V(s) + A(s, a) - mean_a' A(s, a'); with ``layer_norm`` every hidden layer is
+    Dense -> LayerNorm -> activation (PQN, Gallici et al. 2025)."""
 
     num_actions: int
     hidden_sizes: Sequence[int]
@@ -318,6 +323,7 @@ class QNetwork(nn.Module):
     obs_ndim: int = 1
     dueling: bool = False
     torso: str = "mlp"
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:

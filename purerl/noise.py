@@ -1,5 +1,6 @@
-"""Exploration noise for deterministic policies (DDPG, TD3): Gaussian, Ornstein-Uhlenbeck, and
-TD3's clipped target-policy smoothing noise.
+"""Exploration: epsilon-greedy action selection and its linear schedule for the Q-learning
+trainers (DQN, PQN), and noise for deterministic policies (DDPG, TD3): Gaussian,
+Ornstein-Uhlenbeck, and TD3's clipped target-policy smoothing noise.
 
 The Ornstein-Uhlenbeck process dx = theta (mu - x) dt + sigma dW (Uhlenbeck & Ornstein 1930;
 DDPG's exploration noise, Lillicrap et al. 2016, experiment details) is simulated with the
@@ -14,6 +15,8 @@ that environment's episode ends.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,3 +57,41 @@ def clipped_gaussian(key: jax.Array, shape: tuple[int, ...], scale, clip) -> jax
 def perturb(action: jax.Array, noise: jax.Array, low, high) -> jax.Array:
     """clip(action + noise, low, high)."""
     return jnp.clip(action + noise, jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32))
+
+
+def epsilon_schedule(env_steps, total_timesteps: int, epsilon_start, epsilon_end,
+                     exploration_fraction):
+    """Linear decay from ``epsilon_start`` at 0 env steps to ``epsilon_end`` at
+    ``exploration_fraction * total_timesteps`` env steps, constant afterwards."""
+    # a Python float: an int budget past int32 would not convert to JAX's (weak) int32
+    horizon = jnp.maximum(exploration_fraction * float(total_timesteps), 1.0)
+    progress = jnp.clip(env_steps / horizon, 0.0, 1.0)
+    return epsilon_start + (epsilon_end - epsilon_start) * progress
+
+
+def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon) -> jax.Array:
+    """argmax_a Q(s, a) with probability 1 - epsilon, else a uniformly random action."""
+    explore_key, action_key = jax.random.split(key)
+    greedy = jnp.argmax(q_values, -1)
+    random = jax.random.randint(action_key, greedy.shape, 0, q_values.shape[-1], jnp.int32)
+    explore = jax.random.uniform(explore_key, greedy.shape, jnp.float32) < epsilon
+    return jnp.where(explore, random, greedy).astype(jnp.int32)
+
+
+def greedy_or_epsilon_greedy(network: Any, config: Any, state: Any, obs: jax.Array,
+                             key: jax.Array | None = None,
+                             deterministic: bool = True) -> jax.Array:
+    """A Q-learning agent's ``act`` (DQN, PQN): argmax_a Q(s, a); with
+    ``deterministic=False``, epsilon-greedy (needs ``key``) at the state's current exploration
+    rate, ``config.epsilon`` at ``state.run.env_steps`` with the hyperparameters in
+    ``state.run.hparams``. ``network`` is a Q-network, ``state`` has ``params`` and ``run``."""
+    q_values = network.apply(state.params, state.run.obs_norm(obs))
+    if deterministic:
+        return jnp.argmax(q_values, -1).astype(jnp.int32)
+    cfg = config.with_hparams(state.run.hparams)
+    return epsilon_greedy(key, q_values, cfg.epsilon(state.run.env_steps))
+
+
+def max_q_value(network: Any, state: Any, obs: jax.Array) -> jax.Array:
+    """A Q-learning agent's ``value``: max_a Q(s, a)."""
+    return network.apply(state.params, state.run.obs_norm(obs)).max(-1)

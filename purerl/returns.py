@@ -120,3 +120,38 @@ def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.A
     _, g = jax.lax.scan(backward, jnp.zeros_like(rewards[0]),
                         (rewards, next_values, terminated, cut), reverse=True, unroll=16)
     return g
+
+
+def q_lambda_returns(rewards: jax.Array, next_max_q: jax.Array, terminated: jax.Array,
+                     truncated: jax.Array, gamma: float, q_lambda: float) -> jax.Array:
+    """Peng's Q(lambda) returns over a rollout (Peng & Williams 1996), the targets of PQN
+    (Gallici et al. 2025), computed backwards:
+
+        G_t = r_t + gamma (1 - terminated_t) [(1 - lambda c_t) M_t + lambda c_t G_{t+1}],
+        M_t = max_a Q(s'_t, a),
+        c_t = 0 if the episode ends at t (terminated or truncated) or t = T - 1, else 1,
+
+    i.e. an exponentially weighted mix of n-step Q-learning targets. The recursion never
+    crosses an episode boundary; at a time-out or at the rollout's end it bootstraps from
+    M_t of the real next observation, at a termination from zero. lambda = 0 gives one-step
+    Q-learning targets r_t + gamma (1 - terminated_t) M_t; lambda = 1 the Monte-Carlo return
+    of the rest of the episode inside the rollout, bootstrapped where it is cut.
+
+    Args:
+      rewards, next_max_q, terminated, truncated: ``[T, ...]``, equal shapes;
+        ``next_max_q[t] = max_a Q(s'_t, a)``.
+    """
+    chex.assert_rank(rewards, {1, 2})
+    chex.assert_equal_shape([rewards, next_max_q, terminated, truncated])
+    not_terminal = 1.0 - terminated.astype(rewards.dtype)
+    done = jnp.logical_or(terminated, truncated)
+    carries = 1.0 - done.at[-1].set(True).astype(rewards.dtype)
+
+    def backward(next_g, x):
+        r, m, nt, c = x
+        g = r + gamma * nt * (m + q_lambda * c * (next_g - m))
+        return g, g
+
+    _, g = jax.lax.scan(backward, jnp.zeros_like(rewards[0]),
+                        (rewards, next_max_q, not_terminal, carries), reverse=True, unroll=16)
+    return g

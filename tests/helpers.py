@@ -39,9 +39,13 @@ SMALL: dict[str, dict] = {
     "dqn": dict(env="CartPole-v1", num_envs=4, num_gradient_steps=2, batch_size=8,
                 buffer_size=64, learning_starts=16, target_update_every=5, hidden_sizes=(16, 16),
                 total_timesteps=4 * 30, eval_every=10, eval_episodes=2),
+    "pqn": dict(env="CartPole-v1", num_envs=4, num_steps=16, total_timesteps=4 * 16 * 6,
+                update_epochs=2, num_minibatches=2, hidden_sizes=(16, 16), eval_every=3,
+                eval_episodes=2),
     "ddpg": dict(env="Pendulum-v1", **OFF_POLICY_SMALL),
     "td3": dict(env="Pendulum-v1", **OFF_POLICY_SMALL),
     "sac": dict(env="Pendulum-v1", **OFF_POLICY_SMALL),
+    "off_policy_ac": dict(env="CartPole-v1", **OFF_POLICY_SMALL),
 }
 
 
@@ -174,7 +178,7 @@ NOTEBOOK_EXPECTED = {
     "ppo.ipynb": ["final deterministic return over 8 seeds", "greedy actions:", "V(s):"]
     + ["lr="] * 4,
     "policy_gradient.ipynb": ["final return"] * 10 + ["A3C staleness per update"],
-    "off_policy.ipynb": ["final return"] * 5 + ["greedy actions:", "deterministic actions:"]
+    "off_policy.ipynb": ["final return"] * 6 + ["greedy actions:", "deterministic actions:"]
     + ["tau="] * 3,
 }
 

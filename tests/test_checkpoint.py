@@ -27,7 +27,7 @@ from purerl.checkpoint import CheckpointError
 from purerl.cli import main
 
 # (chunk, checkpoint interval): a checkpoint after half of each small run's updates
-HALF = {"ppo": 3, "a3c": 3, "dqn": 15, "sac": 60}
+HALF = {"ppo": 3, "a3c": 3, "dqn": 15, "sac": 60, "off_policy_ac": 60}
 SEEDS = 2
 
 
@@ -85,7 +85,8 @@ def one_line(text: str) -> str:
 
 @pytest.mark.parametrize("algo", ["ppo", pytest.param("dqn", marks=pytest.mark.slow),
                                   pytest.param("sac", marks=pytest.mark.slow),
-                                  pytest.param("a3c", marks=pytest.mark.slow)])
+                                  pytest.param("a3c", marks=pytest.mark.slow),
+                                  pytest.param("off_policy_ac", marks=pytest.mark.slow)])
 def test_resume_in_a_new_process_equals_the_uninterrupted_run(algo, tmp_path):
     full = trained(algo)
     n = purerl.get_algorithm(algo).make_agent(SMALL[algo]).num_updates
@@ -294,7 +295,7 @@ def test_budget_schedules_of_the_trainers():
     assert ppo.Config(anneal_lr=False).budget_schedules() == ()
     assert "epsilon" in " ".join(dqn.Config(anneal_lr=False).budget_schedules())
     assert dqn.Config(anneal_lr=False, exploration_fraction=0.0).budget_schedules() == ()
-    for algo in ("reinforce", "actor_critic", "trpo", "ddpg", "td3", "sac"):
+    for algo in ("reinforce", "actor_critic", "trpo", "ddpg", "td3", "sac", "off_policy_ac"):
         assert purerl.get_algorithm(algo).Config().budget_schedules() == (), algo
     for algo in ("a2c", "a3c", "ppo", "dqn"):
         assert purerl.get_algorithm(algo).Config().budget_schedules(), algo

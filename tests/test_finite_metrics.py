@@ -50,12 +50,14 @@ CONFIGS: dict[str, dict] = {
     "trpo": dict(num_envs=2, num_steps=8, vf_epochs=1, vf_minibatches=1, cg_iters=2,
                  max_backtracks=2),
     "dqn": dict(OFF_POLICY, target_update_every=2),
+    "pqn": dict(num_envs=2, num_steps=8, update_epochs=1, num_minibatches=1),
     "ddpg": dict(OFF_POLICY),
     # one gradient step per update and policy_delay 2: every other update has no actor step
     "td3": dict(OFF_POLICY),
     "sac": dict(OFF_POLICY),
+    "off_policy_ac": dict(OFF_POLICY),
 }
-OFF_POLICY_ALGOS = ("dqn", "ddpg", "td3", "sac")
+OFF_POLICY_ALGOS = ("dqn", "ddpg", "td3", "sac", "off_policy_ac")
 # metrics that exist on every update, warm-up or not
 ALWAYS = {"episode_return", "episode_count", "env_steps", "eval_return", "epsilon", "lr",
           "noise_scale"}

@@ -56,7 +56,7 @@ def run_one_seed(algo: str, env: str, total_timesteps: int) -> tuple[object, dic
     return config, jax.device_get(metrics)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "pqn"])
 def test_learning_rate_anneals_over_a_shortened_budget(algo):
     # three updates, a few percent of the preset's budget at most: the learning rate must decay
     # over the run it was given, not stay near its start as it would on the preset's horizon
@@ -69,10 +69,14 @@ def test_learning_rate_anneals_over_a_shortened_budget(algo):
     np.testing.assert_allclose(metrics["lr"], expected, rtol=1e-6)
 
 
-def test_dqn_exploration_decays_over_a_shortened_budget():
-    budget = purerl.get_algorithm("dqn").Config.for_env(ENV).total_timesteps
-    config, metrics = run_one_seed("dqn", ENV, budget // 50)
-    steps = np.arange(config.num_updates) * config.num_envs  # env steps before each update
+@pytest.mark.parametrize("algo", ["dqn", "pqn"])
+def test_exploration_decays_over_a_shortened_budget(algo):
+    module = purerl.get_algorithm(algo)
+    budget = module.Config.for_env(ENV).total_timesteps
+    config, metrics = run_one_seed(algo, ENV, budget // 50)
+    # env steps before each update (DQN: one step per env; PQN: one rollout)
+    per_update = getattr(config, "steps_per_update", config.num_envs)
+    steps = np.arange(config.num_updates) * per_update
     horizon = config.exploration_fraction * config.total_timesteps
     expected = [config.epsilon_start + (config.epsilon_end - config.epsilon_start)
                 * min(1.0, s / horizon) for s in steps]

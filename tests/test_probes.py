@@ -37,9 +37,12 @@ PROBE_CONFIGS = {
                   max_kl=0.05), False),
     "dqn": (dict(OFF_POLICY, num_envs=8, lr=3e-3, target_update_every=20,
                  exploration_fraction=0.3), False),
+    "pqn": (dict(ON_POLICY, num_envs=8, num_steps=8, lr=3e-3, num_minibatches=2,
+                 exploration_fraction=0.3), False),
     "ddpg": (DPG, True),
     "td3": (DPG, True),
     "sac": (dict(DPG, autotune_alpha=False, alpha=0.01), False),
+    "off_policy_ac": (DPG, False),
 }
 ALGOS = list(purerl.ALGORITHMS)
 
