@@ -58,9 +58,10 @@ Results are global arrays; :func:`gather` brings them to every host as NumPy arr
 Tested for :func:`sharded_vmap` (and so :func:`train_seeds` / :func:`train_grid`);
 :func:`run_chunked` and the CLI are single-process (their per-chunk checks read whole arrays).
 
-Data parallel: :data:`DATA_PARALLEL` (A2C, DQN, PPO, SAC, TRPO). Not data parallel: REINFORCE,
-the actor-critics, A3C (its workers already are its parallelism, applied in sequence), DDPG and
-TD3 (``make_agent`` takes no ``data_parallel``); shard their seeds instead.
+Data parallel: :data:`DATA_PARALLEL` (A2C, DQN, the off-policy actor-critic, PPO, SAC, TRPO).
+Not data parallel: REINFORCE, the batch and online actor-critics, A3C (its workers already are
+its parallelism, applied in sequence), DDPG and TD3 (``make_agent`` takes no
+``data_parallel``); shard their seeds instead.
 """
 
 from __future__ import annotations
@@ -319,7 +320,8 @@ def data_parallel_updates(agent: loop.Agent, mesh: Mesh, num_envs: int
     return updates
 
 
-DATA_PARALLEL = ("a2c", "dqn", "ppo", "sac", "trpo")  # make_agent takes data_parallel=
+# the trainers whose make_agent takes data_parallel=
+DATA_PARALLEL = ("a2c", "dqn", "off_policy_ac", "ppo", "sac", "trpo")
 
 
 def make_agent(config: Any, mesh: Mesh | None = None) -> loop.Agent:

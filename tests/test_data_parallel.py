@@ -52,7 +52,8 @@ def test_a_data_parallel_config_that_does_not_split_is_a_one_line_error(algo, ov
 def test_data_parallel_names_the_trainers_that_have_it():
     from purerl import ddpg, distributed
 
-    with pytest.raises(ValueError, match="implemented for a2c, dqn, ppo, sac, trpo, not ddpg"):
+    with pytest.raises(ValueError,
+                       match="implemented for a2c, dqn, off_policy_ac, ppo, sac, trpo, not ddpg"):
         distributed.make_agent(ddpg.Config())
 
 
