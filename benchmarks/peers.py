@@ -48,6 +48,17 @@ PAIRS: dict[str, dict] = {
                     num_minibatches=4, lr=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95,
                     clip_eps=0.2, clip_value=True, ent_coef=0.01, vf_coef=0.5,
                     max_grad_norm=0.5, activation="tanh", hidden_sizes=(64, 64))),
+    # PureJaxRL's recurrent PPO (ppo_rnn.py) on its own CartPole config: Dense 128 (relu) ->
+    # GRU 128 -> actor and critic heads of one 128-unit layer; 4 envs x 128 steps, 4 epochs x 4
+    # minibatches of whole sequences (one environment each)
+    "ppo-rnn-purejaxrl": dict(
+        algo="ppo", peer=["purejaxrl_run.py", "{peers}/purejaxrl", "--script", "ppo_rnn"],
+        steps=500_000, peer_final="training",
+        config=dict(env="CartPole-v1", memory="gru", memory_size=128, hidden_sizes=(128,),
+                    activation="relu", num_envs=4, num_steps=128, update_epochs=4,
+                    num_minibatches=4, lr=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95,
+                    clip_eps=0.2, clip_value=True, ent_coef=0.01, vf_coef=0.5,
+                    max_grad_norm=0.5)),
     # PureJaxRL's MinAtar example (its walkthrough notebook): an MLP 64x64 (relu) on the
     # flattened observation, lr 5e-3 annealed, 64 envs x 128 steps, 4 epochs x 8 minibatches;
     # --env picks the game

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from purerl import envs, loop, losses, optim, returns, rollout
+from purerl import envs, loop, losses, optim, recurrent, returns, rollout
 from purerl.parallel import SINGLE, DataParallel
 from purerl.config import (ANNEAL_LR_SCHEDULE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
                            RolloutConfig, choice, hparam, redefault, static)
@@ -119,15 +119,7 @@ class Worker(NamedTuple):
         obs = norm(traj.obs)
         _, values = self.model.apply(params, obs)
         _, next_values = self.model.apply(params, norm(traj.next_obs))
-        if cfg.use_gae:
-            advantages, targets = returns.gae(traj.reward, values, next_values, traj.terminated,
-                                              traj.truncated, cfg.gamma, cfg.gae_lambda)
-        else:
-            targets = returns.n_step_returns(traj.reward, next_values, traj.terminated,
-                                             traj.truncated, cfg.gamma)
-            advantages = targets - values
-        if cfg.normalize_advantages:
-            advantages = dp.normalize(advantages)
+        advantages, targets = segment_targets(cfg, traj, values, next_values, dp)
 
         def loss_fn(p):
             dist, v = self.model.apply(p, obs)
@@ -146,6 +138,64 @@ class Worker(NamedTuple):
         env_state, traj = self.rollout(cfg, params, norm, env_state, key)
         grads, metrics = self.gradient(cfg, params, norm, traj, ent_coef)
         return grads, env_state, traj, metrics
+
+
+def segment_targets(cfg: Config, traj: rollout.Trajectory, values: jax.Array,
+                    next_values: jax.Array, dp: DataParallel = SINGLE
+                    ) -> tuple[jax.Array, jax.Array]:
+    """``(advantages, targets)`` of a segment: n-step returns (or GAE with ``use_gae``) from the
+    values V(s_t) and V(s'_t) of the real next observations; advantages normalised over every
+    device's segment with ``normalize_advantages``."""
+    if cfg.use_gae:
+        advantages, targets = returns.gae(traj.reward, values, next_values, traj.terminated,
+                                          traj.truncated, cfg.gamma, cfg.gae_lambda)
+    else:
+        targets = returns.n_step_returns(traj.reward, next_values, traj.terminated,
+                                         traj.truncated, cfg.gamma)
+        advantages = targets - values
+    if cfg.normalize_advantages:
+        advantages = dp.normalize(advantages)
+    return advantages, targets
+
+
+class RecurrentWorker(NamedTuple):
+    """:class:`Worker` with a recurrent policy (``config.memory``): the rollout carries every
+    environment's memory, and the gradient replays the segment from the carry it began with
+    (backpropagation through the whole segment). One device."""
+
+    net: recurrent.RecurrentActorCritic
+    env: envs.Env
+
+    def rollout(self, cfg: Config, params, norm: ObsNormalizer, env_state: envs.EnvState,
+                memory: rollout.Memory, key: jax.Array
+                ) -> tuple[envs.EnvState, rollout.Memory, rollout.Sequences]:
+        def step(carry, obs, start):
+            return recurrent.one_step(self.net, params, carry, norm(obs), start)[:2]
+
+        return rollout.collect_recurrent(self.env, rollout.recurrent_policy(step), key,
+                                         env_state, memory, cfg.num_steps)
+
+    def gradient(self, cfg: Config, params, norm: ObsNormalizer, seq: rollout.Sequences,
+                 ent_coef) -> tuple[Any, loop.Metrics]:
+        """One pass of the segment gives the values, the bootstrap values (one more cell step
+        on each real next observation) and the loss; the targets are held constant."""
+        traj = seq.traj
+
+        def loss_fn(p):
+            out = self.net.apply(p, seq.carry, norm(traj.obs), seq.start, norm(traj.next_obs))
+            advantages, targets = jax.lax.stop_gradient(
+                segment_targets(cfg, traj, out.value, out.next_value))
+            loss, info = losses.actor_critic_loss(out.dist.log_prob(traj.action),
+                                                  out.dist.entropy(), out.value, targets,
+                                                  advantages, cfg.vf_coef, ent_coef)
+            info["explained_variance"] = losses.explained_variance(
+                jax.lax.stop_gradient(out.value), targets)
+            return loss, info
+
+        grads, info = jax.grad(loss_fn, has_aux=True)(params)
+        stats = rollout.episode_stats(traj)
+        info.update(episode_return=stats.mean_return, episode_count=stats.count)
+        return grads, info
 
 
 def make_worker(config: Config, env: envs.Env, dp: DataParallel = SINGLE) -> Worker:
@@ -210,7 +260,10 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     config = Config.coerce(config)
     dp = data_parallel or SINGLE
     dp.check(config)
+    recurrent.check_data_parallel(config, dp)
     env = envs.trainer_env(config).env
+    if config.memory != "none":
+        return make_recurrent_agent(config, env)
     worker = make_worker(config, env, dp)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
@@ -235,6 +288,47 @@ def make_agent(config: Config | Mapping[str, Any] | None = None,
     act, value = policy_act_and_value(worker)
     return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
                       config.num_updates, config.eval_every, value)
+
+
+@struct.dataclass
+class RecurrentTrainState(TrainState):
+    memory: rollout.Memory  # every environment's carry between updates
+
+
+def make_recurrent_agent(config: Config, env: envs.Env) -> loop.Agent:
+    """A2C with a recurrent policy (``config.memory``)."""
+    spec = env.spec
+    net = recurrent.make_network(config, spec, torso_for(config.torso, spec.obs_shape))
+    worker = RecurrentWorker(net, env)
+
+    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> RecurrentTrainState:
+        hp = config.initial_hparams(hparams)
+        key, net_key, env_key = jax.random.split(key, 3)
+        params = recurrent.init_params(net, net_key, spec)
+        opt_state = optim.OPTIMIZERS[config.optimizer](1.0, 1.0).init(params)
+        return RecurrentTrainState(
+            params=params, opt_state=opt_state,
+            run=loop.RunState.start(key, hp, config, env, env_key, reset_workers(config, env)),
+            memory=rollout.Memory.create(net.initial_carry(config.num_envs)))
+
+    def update(state: RecurrentTrainState) -> tuple[RecurrentTrainState, loop.Metrics]:
+        cfg = config.with_hparams(state.run.hparams)
+        key, rollout_key = jax.random.split(state.run.key)
+        norm = state.run.obs_norm
+        env_state, memory, seq = worker.rollout(cfg, state.params, norm, state.run.env_state,
+                                                state.memory, jax.random.fold_in(rollout_key, 0))
+        grads, metrics = worker.gradient(cfg, state.params, norm, seq, cfg.ent_coef)
+        lr = learning_rate(cfg, state.run.update_step, cfg.num_updates)
+        params, opt_state = apply_gradient(cfg, lr, state.params, state.opt_state, grads)
+        metrics.update(lr=jnp.asarray(lr, jnp.float32))
+        run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
+                                obs_norm=norm.update(seq.traj.obs))
+        return state.replace(params=params, opt_state=opt_state, run=run, memory=memory), metrics
+
+    act, value = recurrent.act_and_value(net)
+    return loop.Agent(init, update, act,
+                      loop.make_evaluate(act, env, config.eval_episodes, net.initial_carry),
+                      config.num_updates, config.eval_every, value, net.initial_carry)
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):

@@ -47,6 +47,9 @@ from purerl import presets
 
 C = TypeVar("C", bound="BaseConfig")
 
+# the trainers whose ``memory`` field may be set (purerl.recurrent)
+MEMORY_ALGOS = ("ppo", "a2c")
+
 
 # ------------------------------------------------------------------------------- checks
 
@@ -380,6 +383,10 @@ class _CrossFieldChecks:
         """Cross-field checks, called after the per-field checks: the class's
         :attr:`~BaseConfig.rules`, in order. Subclasses add theirs and call
         ``super().validate()``."""
+        if self.memory != "none" and self.algo not in MEMORY_ALGOS:
+            raise ValueError(f"{self.algo} config field 'memory'={self.memory!r}: {self.algo} has "
+                             f"no recurrent policy; memory is supported by "
+                             f"{', '.join(MEMORY_ALGOS)}")
         for rule in self.rules:
             if not rule.holds(self):
                 raise ValueError(f"{self.algo} config field {rule.field!r}="
@@ -452,6 +459,10 @@ class BaseConfig(_FieldTable, _Hyperparams, _CrossFieldChecks):
                         "(one 3x3x16 convolution before the hidden layers, Young & Tian 2019); "
                         "auto: cnn for image observations")
     normalize_obs: bool = static(False, "running mean / variance observation normalisation")
+    memory: str = choice("none", ("none", "gru", "lstm"),
+                         "recurrent policy: none (feed-forward), gru or lstm; the carry resets "
+                         "at every episode start (" + ", ".join(MEMORY_ALGOS) + " only)")
+    memory_size: int = static(128, "units of the recurrent cell (memory != 'none')", POSITIVE)
     eval_every: int = static(50, "updates between deterministic evaluations (0: only after the "
                              "last update)", NON_NEGATIVE)
     eval_episodes: int = static(10, "episodes per deterministic evaluation", POSITIVE)

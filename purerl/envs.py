@@ -8,9 +8,10 @@ from V(s') on truncation and from zero on termination, so every transition keeps
 
 :func:`make` returns an :class:`Env`: the environment, its parameters and its
 :class:`~purerl.spaces.EnvSpec` in one value, with batched ``reset`` and ``step``. Ids are
-gymnax's (``gymnax.registered_envs``) plus purerl's probe environments (:mod:`purerl.probes`)
-and, with the ``mujoco`` extra installed, MuJoCo Playground's DeepMind Control suite tasks as
-``playground/<Task>`` (:mod:`purerl.playground`).
+gymnax's (``gymnax.registered_envs``) plus purerl's probe environments (:mod:`purerl.probes`),
+its partially observable tasks (:mod:`purerl.pomdp`) and, with the ``mujoco`` extra installed,
+MuJoCo Playground's DeepMind Control suite tasks as ``playground/<Task>``
+(:mod:`purerl.playground`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 
-from purerl import playground, prng, probes
+from purerl import playground, pomdp, prng, probes
 from purerl.spaces import EnvSpec
 
 __all__ = ["Env", "EnvSpec", "EnvState", "Step", "TrainerEnv", "make", "make_env", "registered",
@@ -37,6 +38,8 @@ __all__ = ["Env", "EnvSpec", "EnvState", "Step", "TrainerEnv", "make", "make_env
 _EXTRA: dict[str, Callable[..., tuple[Any, Any]]] = {
     name: (lambda kind=kind, continuous=continuous: probes.make(kind, continuous))
     for name, (kind, continuous) in probes.IDS.items()}
+# partially observable tasks: stateless classic control, MemoryChain at several memory lengths
+_EXTRA.update(pomdp.factories())
 # MuJoCo Playground's DM-Control tasks, "playground/<Task>", only where the optional extra is
 # installed (purerl.playground explains why)
 _EXTRA.update(playground.factories())
@@ -107,7 +110,7 @@ def make(name: str, **env_kwargs: Any) -> Env:
 def keywords(name: str) -> tuple[str, ...] | None:
     """The keyword arguments :func:`make` passes on for the registered id ``name`` (the
     environment constructor's parameters), or None when it takes any keyword."""
-    if name in probes.IDS:
+    if name in probes.IDS or name in pomdp.STATELESS:
         return ()  # the factory's own defaults (kind, continuous) are not options
     if name in _EXTRA:  # playground: functools.partial(playground.make, id)
         target = getattr(playground, "PlaygroundEnv", _EXTRA[name])

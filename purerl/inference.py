@@ -29,30 +29,60 @@ class LoadedRun(checkpoint.RestoredRun):
 
     _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
+    @property
+    def recurrent(self) -> bool:
+        """Whether the policy has memory (``config.memory``): then :meth:`policy` takes and
+        returns its carry, which :meth:`initial_carry` starts."""
+        return self.agent.initial_carry is not None
+
+    def initial_carry(self, batch: int, seed: int | None = None) -> Any:
+        """A recurrent policy's carry at the start of an episode in each of ``batch``
+        environments: for seed ``seed``, or (``seed=None``) for every seed, with a leading seed
+        axis. Start a new carry (or zero the rows of) the environments whose episode ended."""
+        if not self.recurrent:
+            raise ValueError(f"this {self.algo} run's policy is feed-forward (memory='none'): "
+                             "it has no carry")
+        carry = self.agent.initial_carry(int(batch))
+        if seed is None:
+            return jax.tree.map(lambda c: jnp.broadcast_to(c, (self.num_seeds,) + c.shape),
+                                carry)
+        return carry
+
     def policy(self, obs: Any, key: jax.Array | None = None, deterministic: bool = True,
-               seed: int | None = None) -> jax.Array:
+               seed: int | None = None, *, carry: Any = None) -> Any:
         """Environment actions of the trained policy (the trainer's ``agent.act``).
 
         ``seed=i``: seed ``i``'s policy on ``obs`` (a batch of observations, or one). ``seed=None``:
         every seed's, batched over the leading seed axis: ``obs[i]`` goes to seed ``i`` (use
         ``np.broadcast_to(obs, (run.num_seeds, *obs.shape))`` to show every seed the same
         observations), and ``key`` is split into one key per seed. ``deterministic=False``
-        samples (exploration policy) and needs ``key``."""
+        samples (exploration policy) and needs ``key``.
+
+        A recurrent policy (:attr:`recurrent`) needs ``carry=`` (from :meth:`initial_carry` at
+        an episode's start, then the one it returned) and a batch of observations, and returns
+        ``(actions, carry)``."""
         if not deterministic and key is None:
             raise ValueError("a stochastic policy (deterministic=False) needs a key")
+        if self.recurrent and carry is None:
+            raise ValueError("this run's policy is recurrent: pass its carry, "
+                             "run.policy(obs, seed=i, carry=run.initial_carry(len(obs), seed=i))")
+        if not self.recurrent and carry is not None:
+            raise ValueError("this run's policy is feed-forward (memory='none'): it takes no "
+                             "carry")
         obs = jnp.asarray(obs)
+        extra = () if carry is None else (carry,)
         if seed is None:
             if obs.ndim == 0 or obs.shape[0] != self.num_seeds:
                 raise ValueError(f"with seed=None, obs needs a leading seed axis of "
                                  f"{self.num_seeds}; got shape {tuple(obs.shape)} (pass seed=i "
                                  "for one seed's policy)")
             keys = None if key is None else jax.random.split(key, self.num_seeds)
-            return self._jitted_act(True, bool(deterministic))(self.state, obs, keys)
+            return self._jitted_act(True, bool(deterministic))(self.state, obs, keys, *extra)
         _check_seed(self, seed)
         act = self._jitted_act(False, bool(deterministic))
-        return act(self.state, seed % self.num_seeds, obs, key)
+        return act(self.state, seed % self.num_seeds, obs, key, *extra)
 
-    def _jitted_act(self, batched: bool, deterministic: bool) -> Callable[..., jax.Array]:
+    def _jitted_act(self, batched: bool, deterministic: bool) -> Callable[..., Any]:
         """:func:`_jit_act`, compiled once per run and kind."""
         if (batched, deterministic) not in self._compiled:
             self._compiled[batched, deterministic] = _jit_act(self.agent.act, batched,
@@ -71,7 +101,8 @@ class LoadedRun(checkpoint.RestoredRun):
 
         def one(state, key):
             return rollout.episode_returns(env, _act_fn(self.agent, state, deterministic), key,
-                                           episodes, stochastic=not deterministic)
+                                           episodes, stochastic=not deterministic,
+                                           memory=_memory(self.agent, episodes))
 
         return np.asarray(purerl.jit(jax.vmap(one))(self.state, keys))
 
@@ -87,7 +118,8 @@ class LoadedRun(checkpoint.RestoredRun):
 
         def one(state, key):
             return rollout.record_episode(env, _act_fn(self.agent, state, deterministic), key,
-                                          episodes, stochastic=not deterministic)
+                                          episodes, stochastic=not deterministic,
+                                          memory=_memory(self.agent, episodes))
 
         seed %= self.num_seeds
         return jax.device_get(purerl.jit(one)(self.seed_state(seed), keys[seed]))
@@ -96,7 +128,7 @@ class LoadedRun(checkpoint.RestoredRun):
 def load(path: str | os.PathLike, *, algo: str | None = None) -> LoadedRun:
     """The trained run saved at ``path`` (a run directory: its newest checkpoint; or one
     checkpoint directory): ``.config``, ``.algo``, ``.state`` (all seeds), ``.metrics`` and
-    ``.policy(obs, key=None, deterministic=True, seed=None)``. See
+    ``.policy(obs, key=None, deterministic=True, seed=None, *, carry=None)``. See
     :func:`purerl.checkpoint.restore`."""
     run = checkpoint.restore(path, algo=algo)
     return LoadedRun(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})
@@ -107,14 +139,18 @@ def _check_seed(run: LoadedRun, seed: int) -> None:
         raise ValueError(f"seed={seed} is not one of the run's {run.num_seeds} seeds")
 
 
-def _jit_act(act: Callable[..., jax.Array], batched: bool, deterministic: bool
-             ) -> Callable[..., jax.Array]:
-    """``act`` jitted for every seed at once, ``(state, obs, keys)`` with a leading seed axis
-    (``batched``), or for one seed, ``(state, i, obs, key)``."""
+def _jit_act(act: Callable[..., Any], batched: bool, deterministic: bool
+             ) -> Callable[..., Any]:
+    """``act`` jitted for every seed at once, ``(state, obs, keys[, carry])`` with a leading
+    seed axis (``batched``), or for one seed, ``(state, i, obs, key[, carry])``; a recurrent
+    ``act`` takes the carry before the key and returns ``(action, carry)``."""
+    def call(state, obs, key, *carry):
+        return act(state, obs, *carry, key, deterministic)
+
     if batched:
-        return jax.jit(jax.vmap(lambda s, obs, key: act(s, obs, key, deterministic)))
-    return jax.jit(lambda state, i, obs, key: act(jax.tree.map(lambda x: x[i], state), obs, key,
-                                                  deterministic))
+        return jax.jit(jax.vmap(call))
+    return jax.jit(lambda state, i, obs, key, *carry: call(
+        jax.tree.map(lambda x: x[i], state), obs, key, *carry))
 
 
 def _eval_keys(run: LoadedRun, episodes: int | None, key: jax.Array | None
@@ -129,9 +165,19 @@ def _eval_keys(run: LoadedRun, episodes: int | None, key: jax.Array | None
     return episodes, jax.random.split(key, run.num_seeds)
 
 
-def _act_fn(agent: Any, state: Any, deterministic: bool) -> Callable[..., jax.Array]:
-    """One seed's policy as :mod:`purerl.rollout` calls it: ``act(obs)`` or ``act(obs, key)``."""
+def _act_fn(agent: Any, state: Any, deterministic: bool) -> Callable[..., Any]:
+    """One seed's policy as :mod:`purerl.rollout` calls it: ``act(obs)`` or ``act(obs, key)``,
+    and a recurrent one ``act(obs, carry[, key]) -> (action, carry)``."""
     act = agent.act
+    if agent.initial_carry is not None:
+        if deterministic:
+            return lambda obs, carry: act(state, obs, carry)
+        return lambda obs, carry, k: act(state, obs, carry, k, False)
     if deterministic:
         return lambda obs: act(state, obs)
     return lambda obs, k: act(state, obs, k, False)
+
+
+def _memory(agent: Any, episodes: int) -> Any:
+    """A recurrent policy's initial carry for ``episodes`` parallel episodes; else None."""
+    return None if agent.initial_carry is None else agent.initial_carry(episodes)

@@ -115,18 +115,27 @@ class Agent(NamedTuple):
     # value(state, obs): the critic's estimate of the state's value under the current policy
     # (V(s), or Q(s, a) at the deterministic action); None for trainers without a critic
     value: Callable[[Any, jax.Array], jax.Array] | None = None
+    # a recurrent policy (config.memory != "none"): initial_carry(batch) is the carry of a new
+    # episode in each of `batch` environments, and act(state, obs, carry, key=None,
+    # deterministic=True) -> (env action, carry); None for feed-forward policies
+    initial_carry: Callable[[int], Any] | None = None
 
 
-def make_evaluate(act: Callable[..., jax.Array], env: Any, num_episodes: int
+def make_evaluate(act: Callable[..., Any], env: Any, num_episodes: int,
+                  initial_carry: Callable[[int], Any] | None = None
                   ) -> Callable[[Any], jax.Array]:
     """``evaluate(state)``: the mean return of ``num_episodes`` episodes of
     ``act(state, obs)`` (the deterministic policy) on ``env`` (an :class:`purerl.envs.Env`),
-    with a key derived from (but not advancing) ``state.run.key``."""
+    with a key derived from (but not advancing) ``state.run.key``. A recurrent policy
+    (``initial_carry``): ``act(state, obs, carry) -> (action, carry)`` from a new carry."""
     from purerl import rollout  # the package root imports loop; keep it light
 
     def evaluate(state) -> jax.Array:
-        return rollout.evaluate(env, lambda obs: act(state, obs),
-                                jax.random.fold_in(state.run.key, 0xE7A1), num_episodes)
+        key = jax.random.fold_in(state.run.key, 0xE7A1)
+        if initial_carry is None:
+            return rollout.evaluate(env, lambda obs: act(state, obs), key, num_episodes)
+        return rollout.evaluate(env, lambda obs, carry: act(state, obs, carry), key,
+                                num_episodes, memory=initial_carry(num_episodes))
 
     return evaluate
 

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from purerl import envs
+from purerl import envs, pomdp
 from purerl.rollout import Recording
 
 __all__ = ["RENDERABLE", "check_renderable", "save_gif"]
@@ -28,7 +28,9 @@ RENDERABLE = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0",
 
 
 def check_renderable(env_id: str) -> None:
-    """ValueError (one line) unless gymnax's visualiser draws ``env_id`` here."""
+    """ValueError (one line) unless gymnax's visualiser draws ``env_id`` here (a stateless
+    task is drawn as its full task)."""
+    env_id = pomdp.rendered_as(env_id)
     if env_id not in RENDERABLE:
         raise ValueError(f"gymnax's visualiser cannot draw {env_id!r} (it draws "
                          f"{', '.join(RENDERABLE)}); evaluate without --gif")
@@ -55,5 +57,6 @@ def save_gif(env: envs.Env, recording: Recording, path: str | os.PathLike) -> in
     states: list[Any] = [jax.tree.map(lambda x, t=t: np.asarray(x)[t], recording.env_state)
                          for t in range(length)]
     returns = np.cumsum(np.asarray(recording.reward)[:length])
-    Visualizer(env.env, env.params, states, returns).animate(os.fspath(path))
+    drawn = getattr(env.env, "inner", env.env)  # a stateless task: the full task's drawing
+    Visualizer(drawn, env.params, states, returns).animate(os.fspath(path))
     return length

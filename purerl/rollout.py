@@ -76,6 +76,83 @@ def collect(env: envs.Env, policy: Policy, key: jax.Array, env_state: envs.EnvSt
     return jax.lax.scan(one_step, env_state, jax.random.split(key, num_steps))
 
 
+# recurrent policy(carry, obs, start, key) -> (carry, action to store, action for the env), with
+# start [num_envs] true where obs begins an episode (the carry is reset there first)
+RecurrentPolicy = Callable[[Any, jax.Array, jax.Array, jax.Array],
+                           tuple[Any, jax.Array, jax.Array]]
+
+
+class Memory(NamedTuple):
+    """A recurrent policy's state in every environment between rollouts."""
+
+    carry: Any  # the cell's carry after the last step ([num_envs, ...] leaves)
+    start: jax.Array  # [num_envs] bool: the current observation begins an episode
+
+    @classmethod
+    def create(cls, carry: Any) -> "Memory":
+        """The memory of freshly reset environments."""
+        num_envs = jax.tree.leaves(carry)[0].shape[0]
+        return cls(carry, jnp.ones((num_envs,), bool))
+
+
+class Sequences(NamedTuple):
+    """A recurrent policy's rollout: what an update needs to replay it exactly."""
+
+    traj: Trajectory
+    start: jax.Array  # [T, num_envs]: obs[t] begins an episode (the carry was reset there)
+    carry: Any  # the carry the rollout began with ([num_envs, ...] leaves)
+
+
+def collect_recurrent(env: envs.Env, policy: RecurrentPolicy, key: jax.Array,
+                      env_state: envs.EnvState, memory: Memory, num_steps: int
+                      ) -> tuple[envs.EnvState, Memory, Sequences]:
+    """:func:`collect` for a recurrent policy: the carry goes through the scan with the
+    environments, reset where an episode begins (after a termination **or** a truncation), and
+    the rollout keeps the reset flags and the carry it started from. Same keys as
+    :func:`collect`."""
+
+    def one_step(c: tuple[envs.EnvState, Memory], step_key):
+        state, mem = c
+        act_key, env_key = jax.random.split(step_key)
+        carry, stored, env_action = policy(mem.carry, state.obs, mem.start, act_key)
+        next_state, tr = env.step(env_key, state, env_action)
+        row = Trajectory(state.obs, stored, tr.reward, tr.terminated, tr.truncated, tr.next_obs,
+                         tr.completed_return)
+        return (next_state, Memory(carry, tr.terminated | tr.truncated)), (row, mem.start)
+
+    (env_state, after), (traj, start) = jax.lax.scan(
+        one_step, (env_state, memory), jax.random.split(key, num_steps))
+    return env_state, after, Sequences(traj, start, memory.carry)
+
+
+def recurrent_policy(step_fn: Callable[[Any, jax.Array, jax.Array], tuple[Any, Any]],
+                     sample: Callable[[Any, jax.Array], jax.Array] | None = None
+                     ) -> RecurrentPolicy:
+    """The :data:`RecurrentPolicy` sampling from ``step_fn(carry, obs, start) -> (carry,
+    dist)``, as :func:`stochastic_policy` does."""
+
+    def policy(carry, obs, start, key):
+        carry, dist = step_fn(carry, obs, start)
+        u = dist.sample(key) if sample is None else sample(dist, key)
+        return carry, u, dist.env_action(u)
+
+    return policy
+
+
+def recurrent_act(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, Any]]
+                  ) -> Callable[..., tuple[jax.Array, Any]]:
+    """A recurrent trainer's ``act(state, obs, carry, key=None, deterministic=True) -> (action,
+    carry)`` for ``step_fn(state, carry, normalised_obs) -> (carry, dist)``: :func:`policy_act`
+    with the carry passed in and returned (the caller resets it between episodes)."""
+
+    def act(state: Any, obs: jax.Array, carry: Any, key: jax.Array | None = None,
+            deterministic: bool = True) -> tuple[jax.Array, Any]:
+        carry, dist = step_fn(state, carry, state.run.obs_norm(obs))
+        return dist.env_action(dist.mode() if deterministic else dist.sample(key)), carry
+
+    return act
+
+
 def gae_targets(traj: Trajectory, value_fn: Callable[[jax.Array], jax.Array],
                 norm: Callable[[jax.Array], jax.Array], gamma, gae_lambda
                 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -183,12 +260,13 @@ def episode_stats(traj: Trajectory | envs.Step, mask: jax.Array | None = None,
     return EpisodeStats(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan), count)
 
 
-def evaluate(env: envs.Env, act: Callable[[jax.Array], jax.Array], key: jax.Array,
-             num_episodes: int) -> jax.Array:
+def evaluate(env: envs.Env, act: Callable[..., Any], key: jax.Array, num_episodes: int,
+             memory: Any = None) -> jax.Array:
     """Mean undiscounted return of ``num_episodes`` parallel episodes under ``act(obs)``
-    (typically the deterministic policy). Runs until every episode has ended or the
+    (typically the deterministic policy), or a recurrent ``act(obs, memory) -> (action,
+    memory)`` from the carry ``memory``. Runs until every episode has ended or the
     environment's time limit."""
-    return episode_returns(env, act, key, num_episodes).mean()
+    return episode_returns(env, act, key, num_episodes, memory=memory).mean()
 
 
 class _EvalCarry(NamedTuple):
@@ -197,39 +275,47 @@ class _EvalCarry(NamedTuple):
     returns: jax.Array
     active: jax.Array  # the episode has not ended yet
     t: jax.Array
+    memory: Any = None  # a recurrent policy's carry
 
 
-def _evaluation(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array, num_episodes: int,
-                stochastic: bool
+def _evaluation(env: envs.Env, act: Callable[..., Any], key: jax.Array, num_episodes: int,
+                stochastic: bool, memory: Any = None
                 ) -> tuple[_EvalCarry, Callable[[_EvalCarry], tuple[_EvalCarry, jax.Array]]]:
     """The initial carry and the step ``carry -> (carry, rewards of the step)`` of
     :func:`episode_returns`' loop (shared with :func:`record_episode`, so a recorded episode
-    is exactly an evaluated one)."""
+    is exactly an evaluated one). ``memory``: the initial carry of a recurrent ``act(obs,
+    memory[, key]) -> (action, memory)``; each episode is the first of its environment, so the
+    carry is never reset inside the loop."""
     reset_key, key = jax.random.split(key)
     state = env.reset(reset_key, num_episodes)
 
     def body(c: _EvalCarry) -> tuple[_EvalCarry, jax.Array]:
         key, step_key = jax.random.split(c.key)
-        action = (act(c.state.obs, jax.random.fold_in(step_key, 1)) if stochastic
-                  else act(c.state.obs))
+        args = (c.state.obs,) if memory is None else (c.state.obs, c.memory)
+        if stochastic:
+            args += (jax.random.fold_in(step_key, 1),)
+        action, mem = act(*args) if memory is not None else (act(*args), None)
         state, tr = env.step(step_key, c.state, action)
         returns = c.returns + jnp.where(c.active, tr.reward, 0.0)
         active = c.active & ~(tr.terminated | tr.truncated)
-        return _EvalCarry(state, key, returns, active, c.t + 1), tr.reward
+        return _EvalCarry(state, key, returns, active, c.t + 1, mem), tr.reward
 
     init = _EvalCarry(state, key, jnp.zeros(num_episodes, jnp.float32),
-                      jnp.ones(num_episodes, bool), jnp.asarray(0))
+                      jnp.ones(num_episodes, bool), jnp.asarray(0), memory)
     return init, body
 
 
-def episode_returns(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array,
-                    num_episodes: int, stochastic: bool = False) -> jax.Array:
+def episode_returns(env: envs.Env, act: Callable[..., Any], key: jax.Array,
+                    num_episodes: int, stochastic: bool = False, memory: Any = None
+                    ) -> jax.Array:
     """The undiscounted return of each of ``num_episodes`` parallel episodes (what
     :func:`evaluate` averages) under ``act(obs)``, or under ``act(obs, key)`` with
     ``stochastic`` (a sampling policy; its key at each step is folded from that step's
-    environment key, so the environments' randomness is the same either way)."""
+    environment key, so the environments' randomness is the same either way). A recurrent
+    policy: ``memory`` is its initial carry and ``act(obs, memory[, key]) -> (action,
+    memory)``."""
     max_steps = env.spec.max_episode_steps
-    init, body = _evaluation(env, act, key, num_episodes, stochastic)
+    init, body = _evaluation(env, act, key, num_episodes, stochastic, memory)
 
     def cond(c: _EvalCarry):
         return jnp.logical_and(c.t < max_steps, jnp.any(c.active))
@@ -245,13 +331,13 @@ class Recording(NamedTuple):
     active: jax.Array  # the step belongs to the episode (False after it ended)
 
 
-def record_episode(env: envs.Env, act: Callable[..., jax.Array], key: jax.Array,
-                   num_episodes: int = 1, index: int = 0, stochastic: bool = False
-                   ) -> Recording:
+def record_episode(env: envs.Env, act: Callable[..., Any], key: jax.Array,
+                   num_episodes: int = 1, index: int = 0, stochastic: bool = False,
+                   memory: Any = None) -> Recording:
     """Episode ``index`` of :func:`episode_returns` with the same arguments, recorded: the
     rewards of the ``active`` steps sum to ``episode_returns(...)[index]``. Runs every step of
     the time limit (a ``lax.scan``) since the recording has a fixed length."""
-    init, body = _evaluation(env, act, key, num_episodes, stochastic)
+    init, body = _evaluation(env, act, key, num_episodes, stochastic, memory)
 
     def step(c: _EvalCarry, _) -> tuple[_EvalCarry, Recording]:
         after, reward = body(c)

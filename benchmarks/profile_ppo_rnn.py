@@ -1,0 +1,126 @@
+"""Where recurrent PPO's time goes: the pieces of one update timed separately, on PureJaxRL's
+``ppo_rnn.py`` CartPole config (benchmarks/peers.py's ``ppo-rnn-purejaxrl`` pairing), N vmapped
+seeds, and the levers tried on each.
+
+    python benchmarks/profile_ppo_rnn.py [--seeds 8] [--iters 20] [--unroll 1,4] [--memory gru]
+
+Each piece runs ``--iters`` times inside one compiled ``lax.scan`` under ``vmap`` over seeds;
+the time per iteration is reported (one JSON line per piece and lever):
+
+* ``rollout``: ``rollout.collect_recurrent``, ``num_steps`` sequential steps of the encoder, the
+  cell, the policy head and the environment;
+* ``batch``: ``ppo.make_sequences``: one pass of the cell over the whole rollout (old policy and
+  values) plus the one-step bootstrap values, and GAE;
+* ``learn``: ``ppo.learn`` with the sequence loss: ``update_epochs x num_minibatches`` forward and
+  backward passes through ``num_steps`` cell steps (backpropagation through time);
+* ``update``: one whole update.
+
+``--unroll``: the time loop of the cell unrolled k steps per iteration (``lax.scan``'s
+``unroll``), a lever on XLA:CPU's per-iteration overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+
+import purerl  # noqa: E402
+from purerl import ppo, recurrent, rollout  # noqa: E402
+from peers import PAIRS  # noqa: E402
+
+
+def timed(fn, state, iters: int, repeats: int = 2) -> float:
+    """Seconds per iteration of ``fn`` scanned ``iters`` times (best of ``repeats``)."""
+    def loop(s):
+        return jax.lax.scan(lambda s, _: (fn(s), None), s, None, iters)[0]
+
+    compiled = purerl.jit(jax.vmap(loop)).lower(state).compile()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(state))
+        best = min(best, time.perf_counter() - t0)
+    return best / iters
+
+
+def profile(config: ppo.Config, seeds: int, iters: int, unroll: int) -> dict[str, float]:
+    make_network = recurrent.make_network
+    recurrent.make_network = lambda *a: dataclasses.replace(make_network(*a), unroll=unroll)
+    try:
+        agent = ppo.make_agent(config)
+        spec = purerl.envs.make(config.env).spec
+        net = recurrent.make_network(config, spec, "mlp")
+    finally:
+        recurrent.make_network = make_network
+    states = jax.vmap(agent.init)(jax.random.split(jax.random.key(0), seeds))
+    cfg = config
+
+    def collect(state):
+        def step(carry, obs, start):
+            return recurrent.one_step(net, state.params, carry, obs, start)[:2]
+        env_state, memory, _ = rollout.collect_recurrent(
+            agent_env, rollout.recurrent_policy(step), state.run.key, state.run.env_state,
+            state.memory, cfg.num_steps)
+        return state.replace(run=state.run.replace(env_state=env_state), memory=memory)
+
+    agent_env = purerl.envs.make(config.env)
+    seq0 = jax.vmap(lambda s: rollout.collect_recurrent(
+        agent_env, rollout.recurrent_policy(
+            lambda c, o, st: recurrent.one_step(net, s.params, c, o, st)[:2]),
+        s.run.key, s.run.env_state, s.memory, cfg.num_steps)[2])(states)
+
+    def batch(carry):
+        state, seq = carry
+        b = ppo.make_sequences(net, cfg, state.params, state.run.obs_norm, seq)
+        traj = seq.traj._replace(obs=seq.traj.obs + 1e-6 * b.batch.advantage.T[..., None])
+        return state, seq._replace(traj=traj)
+
+    batch0 = jax.vmap(lambda s, q: ppo.make_sequences(net, cfg, s.params, s.run.obs_norm, q))(
+        states, seq0)
+
+    def learn(carry):
+        state, b = carry
+
+        def policy(params, seqs):
+            tm, start = seqs.time_major()
+            return tm.old_dist, net.apply(params, seqs.carry, tm.obs, start).dist
+
+        new, _ = ppo.learn(net, cfg, state, b, state.run.key, loss=ppo.sequence_loss_fn,
+                           policy=policy)
+        return new, b
+
+    return {
+        "rollout": timed(collect, states, iters),
+        "batch": timed(batch, (states, seq0), iters),
+        "learn": timed(learn, (states, batch0), iters),
+        "update": timed(lambda s: agent.update(s)[0], states, iters),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--unroll", default="1")
+    parser.add_argument("--memory", default="gru", choices=recurrent.CELLS)
+    args = parser.parse_args()
+    config = ppo.Config.from_dict({**PAIRS["ppo-rnn-purejaxrl"]["config"],
+                                   "memory": args.memory, "total_timesteps": 500_000})
+    for unroll in (int(u) for u in args.unroll.split(",")):
+        times = profile(config, args.seeds, args.iters, unroll)
+        print(json.dumps({"memory": args.memory, "unroll": unroll, "seeds": args.seeds,
+                          "machine": f"{jax.devices()[0].platform}",
+                          **{k: round(v * 1e3, 3) for k, v in times.items()}, "unit": "ms"}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
