@@ -2,7 +2,8 @@
 ``ppo_rnn.py`` CartPole config (benchmarks/peers.py's ``ppo-rnn-purejaxrl`` pairing), N vmapped
 seeds, and the levers tried on each.
 
-    python benchmarks/profile_ppo_rnn.py [--seeds 8] [--iters 20] [--unroll 1,4] [--memory gru]
+    python benchmarks/profile_ppo_rnn.py [--seeds 8] [--iters 20] [--levers fused,flax]
+        [--repeats 2] [--memory gru]
 
 Each piece runs ``--iters`` times inside one compiled ``lax.scan`` under ``vmap`` over seeds;
 the time per iteration is reported (one JSON line per piece and lever):
@@ -15,8 +16,17 @@ the time per iteration is reported (one JSON line per piece and lever):
   backward passes through ``num_steps`` cell steps (backpropagation through time);
 * ``update``: one whole update.
 
-``--unroll``: the time loop of the cell unrolled k steps per iteration (``lax.scan``'s
-``unroll``), a lever on XLA:CPU's per-iteration overhead.
+Levers (``--levers``, each measured in the same process):
+
+* ``fused``: purerl's core (:mod:`purerl.recurrent`): input projections of every step in one
+  matmul before the loop, the gates' hidden projections as one matmul per step, and the
+  hand-written backward pass (``recurrent.scan_cell``);
+* ``autodiff``: the same forward pass, differentiated by autodiff of the scan
+  (``fused_backward=False``);
+* ``flax``: flax's own ``nn.GRUCell`` / ``nn.OptimizedLSTMCell`` applied at every step inside
+  the scan with the same parameters (what PureJaxRL's ``ScannedRNN`` does), autodiff;
+* ``unroll4``: the fused core with the time loop unrolled 4 steps per iteration
+  (``lax.scan``'s ``unroll``).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 
 import purerl  # noqa: E402
@@ -51,15 +62,39 @@ def timed(fn, state, iters: int, repeats: int = 2) -> float:
     return best / iters
 
 
-def profile(config: ppo.Config, seeds: int, iters: int, unroll: int) -> dict[str, float]:
-    make_network = recurrent.make_network
-    recurrent.make_network = lambda *a: dataclasses.replace(make_network(*a), unroll=unroll)
+class _FlaxCellCore(recurrent.Core):
+    """:class:`purerl.recurrent.Core` computed as flax's cell step by step (same parameters)."""
+
+    def __call__(self, carry, x, start):
+        ref = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}[self.cell](self.features)
+        self.weights(x.shape[-1])  # creates the parameters (init)
+        params = {"params": self.variables["params"]}
+
+        def step(carry, inputs):
+            x_t, start_t = inputs
+            carry, _ = ref.apply(params, recurrent.reset_carry(carry, start_t), x_t)
+            return carry, carry
+
+        carries = jax.lax.scan(step, carry, (x, start))[1]
+        return carries, recurrent.carry_output(self.cell, carries)
+
+
+LEVERS = {"fused": {}, "autodiff": {"fused_backward": False}, "unroll4": {"unroll": 4},
+          "flax": {}}
+
+
+def profile(config: ppo.Config, seeds: int, iters: int, lever: str) -> dict[str, float]:
+    make_network, core = recurrent.make_network, recurrent.Core
+    recurrent.make_network = lambda *a, **k: dataclasses.replace(make_network(*a, **k),
+                                                                 **LEVERS[lever])
+    if lever == "flax":
+        recurrent.Core = _FlaxCellCore
     try:
         agent = ppo.make_agent(config)
         spec = purerl.envs.make(config.env).spec
         net = recurrent.make_network(config, spec, "mlp")
     finally:
-        recurrent.make_network = make_network
+        recurrent.make_network, recurrent.Core = make_network, core
     states = jax.vmap(agent.init)(jax.random.split(jax.random.key(0), seeds))
     cfg = config
 
@@ -109,17 +144,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--unroll", default="1")
+    parser.add_argument("--levers", default="fused,autodiff,flax,unroll4")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over the levers")
     parser.add_argument("--memory", default="gru", choices=recurrent.CELLS)
     args = parser.parse_args()
     config = ppo.Config.from_dict({**PAIRS["ppo-rnn-purejaxrl"]["config"],
                                    "memory": args.memory, "total_timesteps": 500_000})
-    for unroll in (int(u) for u in args.unroll.split(",")):
-        times = profile(config, args.seeds, args.iters, unroll)
-        print(json.dumps({"memory": args.memory, "unroll": unroll, "seeds": args.seeds,
-                          "machine": f"{jax.devices()[0].platform}",
-                          **{k: round(v * 1e3, 3) for k, v in times.items()}, "unit": "ms"}),
-              flush=True)
+    for _ in range(args.repeats):
+        for lever in args.levers.split(","):
+            times = profile(config, args.seeds, args.iters, lever)
+            print(json.dumps({"memory": args.memory, "lever": lever, "seeds": args.seeds,
+                              "machine": f"{jax.devices()[0].platform}",
+                              **{k: round(v * 1e3, 3) for k, v in times.items()},
+                              "unit": "ms per update"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,14 @@ Each worker may explore differently: worker k's entropy coefficient is
 are global, updated once per round from every worker's observations. ``lr`` is annealed over
 the global number of gradient applications.
 
+With ``memory="gru"`` or ``"lstm"`` (:mod:`purerl.recurrent`) every worker runs A2C's recurrent
+worker (:class:`purerl.a2c.RecurrentWorker`): it keeps the carries of its own ``num_envs``
+environments between rounds (``RecurrentTrainState.memory``, leading worker axis), reset where
+an episode begins, and computes its gradient by backpropagation through its whole segment,
+replayed with its (stale) copy from the carries the segment began with. The carries were made by
+the copy that acted, so a worker's memory is as stale as its parameters. W=1 is recurrent A2C
+(tested).
+
 Metrics besides the common ones: A2C's (``policy_loss``, ``value_loss``, ``entropy``,
 ``explained_variance``: means over the workers; ``lr``: the mean over the round's gradient
 applications) and ``staleness``.
@@ -51,8 +59,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerl import a2c, envs, loop, rollout
+from purerl import a2c, envs, loop, optim, recurrent, rollout
 from purerl.config import AT_LEAST_ONE, POSITIVE, hparam, static
+from purerl.networks import torso_for
 from purerl.normalize import ObsNormalizer
 
 
@@ -172,10 +181,16 @@ def apply_gradients(cfg: Config, state: TrainState, grads
 
 def make_round(config: Config | Mapping[str, Any] | None = None) -> Round:
     config = Config.coerce(config)
+    if config.memory != "none":
+        raise ValueError("a3c.make_round builds the feed-forward round; with memory="
+                         f"{config.memory!r} the agent is make_recurrent_agent's")
     return Round(config, a2c.make_worker(config, envs.trainer_env(config).env))
 
 
 def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
+    config = Config.coerce(config)
+    if config.memory != "none":
+        return make_recurrent_agent(config)
     rnd = make_round(config)
     config, env = rnd.config, rnd.worker.env
     num_workers = config.num_workers
@@ -216,6 +231,81 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     act, value = a2c.policy_act_and_value(rnd.worker)
     return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
                       config.num_updates, config.eval_every, value)
+
+
+@struct.dataclass
+class RecurrentTrainState(TrainState):
+    """With ``memory``: ``params`` (and every worker's copy) are the recurrent actor-critic's,
+    and ``memory`` every worker's environments' carries, leading axis num_workers."""
+
+    memory: rollout.Memory
+
+
+_A2C_METRICS = ("policy_loss", "value_loss", "entropy", "explained_variance")
+
+
+def make_recurrent_agent(config: Config) -> loop.Agent:
+    """A3C with recurrent workers (``config.memory``; :class:`purerl.a2c.RecurrentWorker`)."""
+    env = envs.trainer_env(config).env
+    spec = env.spec
+    net = recurrent.make_network(config, spec, torso_for(config.torso, spec.obs_shape))
+    worker = a2c.RecurrentWorker(net, env)
+    num_workers = config.num_workers
+
+    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> RecurrentTrainState:
+        # the keys and parameters of recurrent A2C's init, for every worker
+        hp = config.initial_hparams(hparams)
+        key, net_key, env_key = jax.random.split(key, 3)
+        params = recurrent.init_params(net, net_key, spec)
+        opt_state = optim.OPTIMIZERS[config.optimizer](1.0, 1.0).init(params)
+        memory = rollout.Memory.create(net.initial_carry(config.num_envs))
+
+        def stack(tree):
+            return jax.tree.map(lambda x: jnp.stack([x] * num_workers), tree)
+
+        return RecurrentTrainState(
+            params=params,
+            worker_params=stack(params),
+            opt_state=opt_state,
+            version=jnp.zeros((), loop.counter_dtype()),
+            worker_version=jnp.zeros((num_workers,), loop.counter_dtype()),
+            run=loop.RunState.start(key, hp, config, env, env_key,
+                                    a2c.reset_workers(config, env, num_workers)),
+            memory=stack(memory),
+        )
+
+    def update(state: RecurrentTrainState) -> tuple[RecurrentTrainState, loop.Metrics]:
+        cfg = config.with_hparams(state.run.hparams)
+        key, rollout_key = jax.random.split(state.run.key)
+        keys = jax.vmap(lambda k: jax.random.fold_in(rollout_key, k))(
+            jnp.arange(cfg.num_workers))
+        norm = state.run.obs_norm
+        # every worker's rollout and gradient with its own copy and its own carries
+        env_state, memory, seqs = jax.vmap(
+            lambda params, env_state, mem, k: worker.rollout(cfg, params, norm, env_state, mem,
+                                                             k))(
+            state.worker_params, state.run.env_state, state.memory, keys)
+        grads, info = jax.vmap(lambda params, seq, ent_coef: worker.gradient(
+            cfg, params, norm, seq, ent_coef))(
+            state.worker_params, seqs,
+            worker_ent_coefs(cfg.num_workers, cfg.ent_coef, cfg.ent_coef_spread))
+        new_state, staleness, lrs = apply_gradients(cfg, state, grads)
+        stats = rollout.episode_stats(seqs.traj)  # over every worker's environments
+        metrics = {name: info[name].mean() for name in _A2C_METRICS}
+        metrics.update(
+            episode_return=stats.mean_return,
+            episode_count=stats.count,
+            staleness=staleness.astype(jnp.float32).mean(),
+            lr=lrs.mean(),
+        )
+        run = state.run.advance(key, cfg.steps_per_update, env_state=env_state,
+                                obs_norm=norm.update(seqs.traj.obs))
+        return new_state.replace(run=run, memory=memory), metrics
+
+    act, value = recurrent.act_and_value(net)
+    return loop.Agent(init, update, act,
+                      loop.make_evaluate(act, env, config.eval_episodes, net.initial_carry),
+                      config.num_updates, config.eval_every, value, net.initial_carry)
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):

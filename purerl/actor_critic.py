@@ -20,6 +20,15 @@ just-updated critic. An update of the trainer is ``num_steps`` such online steps
   observation at a truncation;
 * ``mc``: A_t = Q_t - V(s_t) with the Monte-Carlo reward-to-go Q_t (batch mode only).
 
+With ``memory="gru"`` or ``"lstm"`` (:mod:`purerl.recurrent`; batch mode only, online mode
+refuses it) the actor and the critic are two recurrent networks (the actor's policy head and the
+critic's value head are used): each environment's episode is collected with the actor's carry
+from zero (:func:`purerl.rollout.collect_episodes_recurrent`), and every critic fitting step,
+the advantages (V(s'_t) one more cell step on the real next observation) and the policy step
+replay the whole episodes from the initial carry, over the steps up to the longest episode
+(:func:`purerl.reinforce.replay_episodes`); the padding after an episode's end is masked out of
+every mean. Nothing is carried between updates, so the train state is the feed-forward one.
+
 Budget: in batch mode ``total_timesteps`` is an upper bound, ``num_envs`` x the environment's
 time limit per update, and the ``env_steps`` metric counts the steps actually taken (the
 unmasked ones); online, an update takes ``num_envs * num_steps`` steps.
@@ -39,9 +48,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from purerl import envs, losses, loop, optim, returns, rollout
-from purerl.config import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, BaseConfig, choice, hparam,
-                           static)
+from purerl import envs, losses, loop, optim, recurrent, reinforce, returns, rollout
+from purerl.config import (MEMORY_ALGOS, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, BaseConfig,
+                           choice, hparam, static)
 from purerl.networks import ActorCriticParams as Params
 from purerl.networks import Actor, ValueCritic, torso_for
 from purerl.normalize import ObsNormalizer
@@ -74,6 +83,11 @@ class Config(BaseConfig):
     ent_coef: float = hparam(0.0, "entropy bonus coefficient beta", NON_NEGATIVE)
 
     def validate(self) -> None:
+        if self.mode == "online" and self.memory != "none":
+            raise ValueError(f"actor_critic config field 'memory'={self.memory!r}: the online "
+                             "mode has no recurrent policy (use mode='batch'); memory is "
+                             f"supported by {', '.join(MEMORY_ALGOS)} (actor_critic in batch "
+                             "mode only)")
         super().validate()
         if self.mode == "online" and self.advantage == "mc":
             raise ValueError("actor_critic config field 'advantage'='mc' needs whole episodes: "
@@ -225,6 +239,8 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     num_updates = config.num_updates_for(
         config.num_envs * (spec.max_episode_steps if batch else config.num_steps),
         "num_envs * (the time limit in batch mode, num_steps online)")
+    if config.memory != "none":  # batch mode (Config refuses memory online)
+        return make_recurrent_agent(config, env, num_updates)
     torso = torso_for(config.torso, spec.obs_shape)
     nets = Nets(Actor(spec, config.hidden_sizes, config.activation, config.log_std_init, torso),
                 ValueCritic(config.hidden_sizes, config.activation, len(spec.obs_shape), torso))
@@ -255,6 +271,93 @@ def make_agent(config: Config | Mapping[str, Any] | None = None) -> loop.Agent:
     act = rollout.policy_act(lambda state, obs: nets.actor.apply(state.params.actor, obs))
     return loop.Agent(init, update, act, loop.make_evaluate(act, env, config.eval_episodes),
                       num_updates, config.eval_every, value)
+
+
+# ----------------------------------------------------------------------------- with memory
+
+
+def batch_update_recurrent(net: recurrent.RecurrentActorCritic, collect: Any, cfg: Config,
+                           state: TrainState, key: jax.Array
+                           ) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
+    """:func:`batch_update` with recurrent networks: ``state.params.actor`` and ``.critic`` are
+    two :class:`~purerl.recurrent.RecurrentActorCritic` parameter sets (the policy head of one,
+    the value head of the other); ``collect(params, norm, key) -> (traj, mask)`` samples whole
+    episodes carrying the actor's memory, and each episode is replayed from the initial carry
+    (:func:`purerl.reinforce.replay_episodes`) in every critic step, for the advantages (V of
+    the real next observation: one more cell step) and in the policy step."""
+    norm = state.run.obs_norm
+    traj, mask = collect(state.params, norm, key)
+    obs = norm(traj.obs)
+    length = reinforce.longest_episode(mask)
+
+    # 1. fit V to the sampled (Monte-Carlo) returns
+    mc_returns = returns.reward_to_go(traj.reward, traj.done, cfg.gamma)
+    critic_params, critic_opt, fit_losses = optim.fit(
+        lambda p: losses.value_loss(reinforce.replay_episodes(net, p, obs, length)["value"],
+                                    mc_returns, mask=mask),
+        state.params.critic, state.critic_opt, optim.adam(cfg.vf_lr), cfg.vf_iters)
+
+    # 2. evaluate the advantage with the fitted critic
+    if cfg.advantage == "td":
+        out = reinforce.replay_episodes(net, critic_params, obs, length,
+                                        next_obs=norm(traj.next_obs),
+                                        outputs=("value", "next_value"))
+        values = out["value"]
+        adv = td_advantages(traj.reward, values, out["next_value"], traj.terminated, cfg.gamma)
+    else:
+        values = reinforce.replay_episodes(net, critic_params, obs, length)["value"]
+        adv = mc_returns - values
+
+    # 3. one policy-gradient step, (1/N) sum_i sum_t over the N episodes
+    def loss(p):
+        out = reinforce.replay_episodes(net, p, obs, length, traj.action,
+                                        outputs=("log_prob", "entropy"))
+        pg = losses.policy_gradient_loss(out["log_prob"], adv, mask, cfg.num_envs)
+        entropy = out["entropy"]
+        return (pg - cfg.ent_coef * losses.masked_sum(entropy, mask, cfg.num_envs),
+                {"policy_loss": pg, "entropy": losses.masked_sum(entropy, mask)})
+
+    grads, info = jax.grad(loss, has_aux=True)(state.params.actor)
+    updates, actor_opt = optim.adam(cfg.lr).update(grads, state.actor_opt)
+    actor_params = optax.apply_updates(state.params.actor, updates)
+
+    stats = rollout.episode_stats(traj, mask)
+    info.update(value_loss=fit_losses[-1], episode_return=stats.mean_return,
+                episode_count=stats.count,
+                explained_variance=losses.explained_variance(values, mc_returns, mask),
+                td_error=losses.masked_sum(jnp.abs(adv), mask))
+    state = state.replace(params=Params(actor_params, critic_params), actor_opt=actor_opt,
+                          critic_opt=critic_opt,
+                          run=state.run.replace(obs_norm=norm.update(traj.obs, mask)))
+    return state, info, mask.sum()
+
+
+def make_recurrent_agent(config: Config, env: envs.Env, num_updates: int) -> loop.Agent:
+    """Batch actor-critic with a recurrent policy and critic (``config.memory``; module
+    docstring)."""
+    net, init_params, collect, act, value = reinforce.recurrent_agent_parts(config, env,
+                                                                            config.num_envs)
+
+    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
+        hp = config.initial_hparams(hparams)
+        key, net_key = jax.random.split(key)
+        params = init_params(net_key)
+        return TrainState(
+            params=params,
+            actor_opt=optim.adam(1.0).init(params.actor),
+            critic_opt=optim.adam(1.0).init(params.critic),
+            run=loop.RunState.start(key, hp, config, env),  # every update resets its envs
+        )
+
+    def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
+        cfg = config.with_hparams(state.run.hparams)
+        key, step_key = jax.random.split(state.run.key)
+        state, info, env_steps = batch_update_recurrent(net, collect, cfg, state, step_key)
+        return state.replace(run=state.run.advance(key, env_steps)), info
+
+    return loop.Agent(init, update, act,
+                      loop.make_evaluate(act, env, config.eval_episodes, net.initial_carry),
+                      num_updates, config.eval_every, value, net.initial_carry)
 
 
 def make_train(config: Config | Mapping[str, Any] | None = None):

@@ -460,6 +460,10 @@ def _env_group(env_id: str) -> str:
         return "probes"
     if env_id.startswith("playground/"):
         return "MuJoCo Playground (mujoco extra)"
+    if env_id.startswith("xminigrid/"):
+        return "XLand-MiniGrid (memory extra)"
+    if env_id.startswith(("Stateless", "MemoryChain")):
+        return "partially observable"
     suffix = env_id.rsplit("-", 1)[-1]
     return "classic control" if re.fullmatch(r"v\d+", suffix) else suffix
 

@@ -48,7 +48,7 @@ from purerl import presets
 C = TypeVar("C", bound="BaseConfig")
 
 # the trainers whose ``memory`` field may be set (purerl.recurrent)
-MEMORY_ALGOS = ("ppo", "a2c")
+MEMORY_ALGOS = ("ppo", "a2c", "trpo", "a3c", "reinforce", "actor_critic")
 
 
 # ------------------------------------------------------------------------------- checks

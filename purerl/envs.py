@@ -9,9 +9,10 @@ from V(s') on truncation and from zero on termination, so every transition keeps
 :func:`make` returns an :class:`Env`: the environment, its parameters and its
 :class:`~purerl.spaces.EnvSpec` in one value, with batched ``reset`` and ``step``. Ids are
 gymnax's (``gymnax.registered_envs``) plus purerl's probe environments (:mod:`purerl.probes`),
-its partially observable tasks (:mod:`purerl.pomdp`) and, with the ``mujoco`` extra installed,
+its partially observable tasks (:mod:`purerl.pomdp`), with the ``mujoco`` extra installed
 MuJoCo Playground's DeepMind Control suite tasks as ``playground/<Task>``
-(:mod:`purerl.playground`).
+(:mod:`purerl.playground`), and with the ``memory`` extra XLand-MiniGrid's tasks as
+``xminigrid/<Name>`` (:mod:`purerl.xland`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 
-from purerl import playground, pomdp, prng, probes
+from purerl import playground, pomdp, prng, probes, xland
 from purerl.spaces import EnvSpec
 
 __all__ = ["Env", "EnvSpec", "EnvState", "Step", "TrainerEnv", "make", "make_env", "registered",
@@ -43,6 +44,7 @@ _EXTRA.update(pomdp.factories())
 # MuJoCo Playground's DM-Control tasks, "playground/<Task>", only where the optional extra is
 # installed (purerl.playground explains why)
 _EXTRA.update(playground.factories())
+_EXTRA.update(xland.factories())  # "xminigrid/<Name>", with the memory extra (purerl.xland)
 
 
 def registered() -> list[str]:
@@ -91,6 +93,7 @@ def make(name: str, **env_kwargs: Any) -> Env:
     ids = registered()
     if not isinstance(name, str) or name not in ids:
         playground.check_id(name)  # a playground/ id: the install hint, or the list of its tasks
+        xland.check_id(name)  # the same for xminigrid/ ids
         close = difflib.get_close_matches(str(name), ids, n=3, cutoff=0.3)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise ValueError(f"unknown environment id {name!r}{hint} ('purerl list' lists all "
@@ -112,7 +115,9 @@ def keywords(name: str) -> tuple[str, ...] | None:
     environment constructor's parameters), or None when it takes any keyword."""
     if name in probes.IDS or name in pomdp.STATELESS:
         return ()  # the factory's own defaults (kind, continuous) are not options
-    if name in _EXTRA:  # playground: functools.partial(playground.make, id)
+    if name.startswith(xland.PREFIX) and name in _EXTRA:
+        target = xland.XLandEnv
+    elif name in _EXTRA:  # playground: functools.partial(playground.make, id)
         target = getattr(playground, "PlaygroundEnv", _EXTRA[name])
     else:
         target = type(gymnax.make(name)[0])  # gymnax's factories are the env classes

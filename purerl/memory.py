@@ -41,7 +41,8 @@ METRICS_PER_UPDATE = 4  # episode_return, episode_count, env_steps, eval_return:
 
 # what each top-level field of a train state holds, and the config field that sizes it
 _PARTS = {"buffer": ("replay buffer", "buffer_size"),
-          "run": ("environments", "num_envs")}
+          "run": ("environments", "num_envs"),
+          "memory": ("recurrent carries", "num_envs, memory_size")}
 _NETWORKS = ("networks and optimiser state", "hidden_sizes")
 _METRICS = ("per-update metrics", "total_timesteps")
 _UPDATE = ("one update's largest array", "num_envs, num_steps or batch_size")

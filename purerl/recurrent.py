@@ -266,11 +266,14 @@ class RecurrentActorCritic(nn.Module):
     log_std_init: float = 0.0
     torso: str = "mlp"
     unroll: int = 1
+    # the core's hand-written backward pass (Core.fused_backward); False for forward-mode
+    # derivatives (jax.jvp, e.g. TRPO's Fisher-vector products)
+    fused_backward: bool = True
 
     def setup(self) -> None:
         obs_ndim = len(self.spec.obs_shape)
         self.encoder = _Encoder(self.hidden_sizes, self.activation, obs_ndim, self.torso)
-        self.core = Core(self.cell, self.memory_size, self.unroll)
+        self.core = Core(self.cell, self.memory_size, self.unroll, self.fused_backward)
         self.policy_head = _PolicyHead(self.spec, self.hidden_sizes[-1], self.activation,
                                        self.log_std_init)
         self.value_head = _ValueHead(self.hidden_sizes[-1], self.activation)
@@ -329,11 +332,14 @@ def check_data_parallel(config: Any, dp: Any) -> None:
                          "over devices instead (--devices)")
 
 
-def make_network(config: Any, spec: EnvSpec, torso: str) -> RecurrentActorCritic:
-    """The recurrent actor-critic of a config with ``memory`` set."""
+def make_network(config: Any, spec: EnvSpec, torso: str,
+                 fused_backward: bool = True) -> RecurrentActorCritic:
+    """The recurrent actor-critic of a config with ``memory`` set. ``fused_backward=False``:
+    the core is differentiated by autodiff of its scan, which supports forward mode too."""
     return RecurrentActorCritic(spec, tuple(config.hidden_sizes), config.activation,
                                 config.memory, config.memory_size,
-                                getattr(config, "log_std_init", 0.0), torso)
+                                getattr(config, "log_std_init", 0.0), torso,
+                                fused_backward=fused_backward)
 
 
 def init_params(net: RecurrentActorCritic, key: jax.Array, spec: EnvSpec) -> Any:

@@ -345,3 +345,67 @@ def record_episode(env: envs.Env, act: Callable[..., Any], key: jax.Array,
                                 reward[index], c.active[index])
 
     return jax.lax.scan(step, init, None, env.spec.max_episode_steps)[1]
+
+
+def collect_episodes_recurrent(env: envs.Env, policy: RecurrentPolicy, key: jax.Array,
+                               num_episodes: int, initial_carry: Any
+                               ) -> tuple[Trajectory, jax.Array]:
+    """:func:`collect_episodes` for a recurrent ``policy(carry, obs, start, key) -> (carry,
+    stored action, env action)``: the carry (``initial_carry``, ``[num_episodes, ...]``
+    leaves) goes through the loop with the environments, and ``start`` is true at ``t = 0``
+    only, since each environment's first episode is the one kept (the policy acts on in the
+    padding after it, from the carry of the episode that ended; those steps are masked out).
+    Same keys, buffers and mask as :func:`collect_episodes`; an update replays each episode
+    from a fresh carry with ``start = (t == 0)`` (:func:`episode_starts`)."""
+    max_steps = env.spec.max_episode_steps
+    reset_key, key = jax.random.split(key)
+    state = env.reset(reset_key, num_episodes)
+    n = (num_episodes,)
+    example = jax.eval_shape(policy, initial_carry, state.obs, jnp.ones(n, bool), key)[1]
+
+    def buffer(shape, dtype):
+        return jnp.zeros((max_steps,) + tuple(shape), dtype)
+
+    init_traj = Trajectory(
+        obs=buffer(state.obs.shape, state.obs.dtype),
+        action=buffer(example.shape, example.dtype),
+        reward=buffer(n, jnp.float32),
+        terminated=buffer(n, bool),
+        truncated=buffer(n, bool),
+        next_obs=buffer(state.obs.shape, state.obs.dtype),
+        completed_return=buffer(n, jnp.float32),
+    )
+
+    class Carry(NamedTuple):
+        state: Any
+        memory: Any  # the policy's carry
+        traj: Trajectory
+        mask: jax.Array
+        active: jax.Array
+        t: jax.Array
+
+    def cond(c: Carry):
+        return jnp.logical_and(c.t < max_steps, jnp.any(c.active))
+
+    def body(c: Carry):
+        act_key, env_key = jax.random.split(jax.random.fold_in(key, c.t))
+        start = jnp.broadcast_to(c.t == 0, n)
+        memory, stored, env_action = policy(c.memory, c.state.obs, start, act_key)
+        state, tr = env.step(env_key, c.state, env_action)
+        row = Trajectory(c.state.obs, stored, tr.reward, tr.terminated, tr.truncated,
+                         tr.next_obs, tr.completed_return)
+        traj = jax.tree.map(lambda buf, x: buf.at[c.t].set(x), c.traj, row)
+        mask = c.mask.at[c.t].set(c.active)
+        active = c.active & ~(tr.terminated | tr.truncated)
+        return Carry(state, memory, traj, mask, active, c.t + 1)
+
+    init = Carry(state, initial_carry, init_traj, jnp.zeros((max_steps,) + n, bool),
+                 jnp.ones(n, bool), jnp.asarray(0))
+    out = jax.lax.while_loop(cond, body, init)
+    return out.traj, out.mask
+
+
+def episode_starts(mask: jax.Array) -> jax.Array:
+    """``start [T, N]`` of a whole-episode batch (:func:`collect_episodes_recurrent`'s ``mask``
+    shape): true at ``t = 0`` only, where every kept episode begins."""
+    return jnp.zeros(mask.shape, bool).at[0].set(True)
