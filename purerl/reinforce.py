@@ -288,7 +288,7 @@ def _loop(body: Any, init: Any, args: tuple, bound: jax.Array, reverse: bool,
     """``loop = body(t, loop, args)`` for ``t`` in ``0 .. bound - 1`` (``reverse``: downwards)
     in a ``lax.while_loop`` from ``init(args)``; ``per_sequence``: every leaf of ``args`` has a
     leading axis of sequences (seeds), each run by ``body`` and ``init`` with the same ``t``
-    (:func:`_per_sequence_rule`)."""
+    (:func:`_per_sequence`)."""
     if per_sequence:
         body, init = jax.vmap(body, in_axes=(None, 0, 0)), jax.vmap(init)
 
@@ -311,7 +311,7 @@ def _replay_loops(step: Any) -> tuple[Any, Any]:
     ...]``; outputs and carries ``[T, N, ...]``, zeros after ``length``), and its backward loop
     ``(params, carry0, inputs, length, carries, g) -> (d_params, d_carry0)`` for the outputs'
     cotangents ``g``: backpropagation through time, each step's derivatives by ``jax.vjp`` of
-    ``step``. Both are ``custom_vmap`` functions (:func:`_per_sequence_rule`)."""
+    ``step``. Both are ``custom_vmap`` functions (:func:`_per_sequence`)."""
 
     def forward_init(args):
         params, carry0, inputs, _ = args

@@ -179,15 +179,29 @@ def collect_episodes(env: envs.Env, policy: Policy, key: jax.Array, num_episodes
     few steps; step t's randomness is ``fold_in(key, t)``, so the result does not depend on how
     many steps the loop ran past an episode's end (e.g. under ``vmap``).
     """
+    return _collect_episodes(env, policy, key, num_episodes)
+
+
+def _collect_episodes(env: envs.Env, policy: Any, key: jax.Array, num_episodes: int,
+                      memory: Any = None) -> tuple[Trajectory, jax.Array]:
+    """:func:`collect_episodes`, and with a recurrent policy's initial carry ``memory``
+    :func:`collect_episodes_recurrent` (the carry goes through the loop; ``None`` carries
+    nothing, so the feed-forward program is unchanged)."""
     max_steps = env.spec.max_episode_steps
     reset_key, key = jax.random.split(key)
     state = env.reset(reset_key, num_episodes)
-    example = jax.eval_shape(policy, state.obs, key)[0]
+    n = (num_episodes,)
+
+    def act(memory, obs, t, act_key):
+        if memory is None:
+            return (None, *policy(obs, act_key))
+        return policy(memory, obs, jnp.broadcast_to(t == 0, n), act_key)
+
+    example = jax.eval_shape(act, memory, state.obs, 0, key)[1]
 
     def buffer(shape, dtype):
         return jnp.zeros((max_steps,) + tuple(shape), dtype)
 
-    n = (num_episodes,)
     init_traj = Trajectory(
         obs=buffer(state.obs.shape, state.obs.dtype),
         action=buffer(example.shape, example.dtype),
@@ -204,23 +218,24 @@ def collect_episodes(env: envs.Env, policy: Policy, key: jax.Array, num_episodes
         mask: jax.Array
         active: jax.Array
         t: jax.Array
+        memory: Any  # a recurrent policy's carry, or None
 
     def cond(c: Carry):
         return jnp.logical_and(c.t < max_steps, jnp.any(c.active))
 
     def body(c: Carry):
         act_key, env_key = jax.random.split(jax.random.fold_in(key, c.t))
-        stored, env_action = policy(c.state.obs, act_key)
+        memory, stored, env_action = act(c.memory, c.state.obs, c.t, act_key)
         state, tr = env.step(env_key, c.state, env_action)
         row = Trajectory(c.state.obs, stored, tr.reward, tr.terminated, tr.truncated,
                          tr.next_obs, tr.completed_return)
         traj = jax.tree.map(lambda buf, x: buf.at[c.t].set(x), c.traj, row)
         mask = c.mask.at[c.t].set(c.active)
         active = c.active & ~(tr.terminated | tr.truncated)
-        return Carry(state, traj, mask, active, c.t + 1)
+        return Carry(state, traj, mask, active, c.t + 1, memory)
 
     init = Carry(state, init_traj, jnp.zeros((max_steps,) + n, bool), jnp.ones(n, bool),
-                 jnp.asarray(0))
+                 jnp.asarray(0), memory)
     out = jax.lax.while_loop(cond, body, init)
     return out.traj, out.mask
 
@@ -357,52 +372,7 @@ def collect_episodes_recurrent(env: envs.Env, policy: RecurrentPolicy, key: jax.
     padding after it, from the carry of the episode that ended; those steps are masked out).
     Same keys, buffers and mask as :func:`collect_episodes`; an update replays each episode
     from a fresh carry with ``start = (t == 0)`` (:func:`episode_starts`)."""
-    max_steps = env.spec.max_episode_steps
-    reset_key, key = jax.random.split(key)
-    state = env.reset(reset_key, num_episodes)
-    n = (num_episodes,)
-    example = jax.eval_shape(policy, initial_carry, state.obs, jnp.ones(n, bool), key)[1]
-
-    def buffer(shape, dtype):
-        return jnp.zeros((max_steps,) + tuple(shape), dtype)
-
-    init_traj = Trajectory(
-        obs=buffer(state.obs.shape, state.obs.dtype),
-        action=buffer(example.shape, example.dtype),
-        reward=buffer(n, jnp.float32),
-        terminated=buffer(n, bool),
-        truncated=buffer(n, bool),
-        next_obs=buffer(state.obs.shape, state.obs.dtype),
-        completed_return=buffer(n, jnp.float32),
-    )
-
-    class Carry(NamedTuple):
-        state: Any
-        memory: Any  # the policy's carry
-        traj: Trajectory
-        mask: jax.Array
-        active: jax.Array
-        t: jax.Array
-
-    def cond(c: Carry):
-        return jnp.logical_and(c.t < max_steps, jnp.any(c.active))
-
-    def body(c: Carry):
-        act_key, env_key = jax.random.split(jax.random.fold_in(key, c.t))
-        start = jnp.broadcast_to(c.t == 0, n)
-        memory, stored, env_action = policy(c.memory, c.state.obs, start, act_key)
-        state, tr = env.step(env_key, c.state, env_action)
-        row = Trajectory(c.state.obs, stored, tr.reward, tr.terminated, tr.truncated,
-                         tr.next_obs, tr.completed_return)
-        traj = jax.tree.map(lambda buf, x: buf.at[c.t].set(x), c.traj, row)
-        mask = c.mask.at[c.t].set(c.active)
-        active = c.active & ~(tr.terminated | tr.truncated)
-        return Carry(state, memory, traj, mask, active, c.t + 1)
-
-    init = Carry(state, initial_carry, init_traj, jnp.zeros((max_steps,) + n, bool),
-                 jnp.ones(n, bool), jnp.asarray(0))
-    out = jax.lax.while_loop(cond, body, init)
-    return out.traj, out.mask
+    return _collect_episodes(env, policy, key, num_episodes, initial_carry)
 
 
 def episode_starts(mask: jax.Array) -> jax.Array:

@@ -1,5 +1,6 @@
 """Presets (purerl.presets, Config.for_env, the CLI's use of them) and the conv torso."""
 
+import dataclasses
 import json
 import warnings
 
@@ -78,6 +79,13 @@ def test_stale_records_are_not_reported(tmp_path, monkeypatch):
     assert preset.measured is None and preset.stale
     with pytest.raises(ValueError, match="non-finite"):
         presets.record(preset, result.__class__(**{**result.__dict__, "mean": float("nan")}))
+    # a record made before a config field existed stays valid while the preset leaves that
+    # field at its default (memory was added after most records), and not otherwise
+    older = {k: v for k, v in result.config.items() if k not in ("memory", "memory_size")}
+    presets.record(preset, result.__class__(**{**result.__dict__, "config": older}))
+    assert preset.measured is not None and not preset.stale
+    recurrent = dataclasses.replace(preset, overrides={**preset.overrides, "memory": "gru"})
+    assert recurrent.measured is None and recurrent.stale
 
 
 def test_playground_presets_without_the_extra_are_listed_and_checked_by_overrides(

@@ -244,9 +244,11 @@ def test_online_actor_critic_refuses_memory_in_one_line():
 # -1 wrong); each update's episodes last 4 steps, the time limit (the buffers) 1000
 MEMORY_CHAIN = dict(env="MemoryChain-3-bsuite", memory_size=32, hidden_sizes=(32,),
                     eval_every=0, eval_episodes=64)
+# 15 updates (an upper bound of 1000 steps per episode: the budget counts the buffers); the
+# recurrent runs reached 1.0 on all 16 seeds of keys 0-3 (the feed-forward ones |mean| <= 0.34)
 LEARNING = {
-    "reinforce": dict(num_episodes=16, total_timesteps=30 * 16 * 1000),
-    "actor_critic": dict(num_envs=16, total_timesteps=30 * 16 * 1000),
+    "reinforce": dict(num_episodes=16, total_timesteps=15 * 16 * 1000),
+    "actor_critic": dict(num_envs=16, vf_iters=10, total_timesteps=15 * 16 * 1000),
 }
 
 
