@@ -337,17 +337,7 @@ def make_recurrent_agent(config: Config, env: envs.Env, num_updates: int) -> loo
     docstring)."""
     net, init_params, collect, act, value = reinforce.recurrent_agent_parts(config, env,
                                                                             config.num_envs)
-
-    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
-        hp = config.initial_hparams(hparams)
-        key, net_key = jax.random.split(key)
-        params = init_params(net_key)
-        return TrainState(
-            params=params,
-            actor_opt=optim.adam(1.0).init(params.actor),
-            critic_opt=optim.adam(1.0).init(params.critic),
-            run=loop.RunState.start(key, hp, config, env),  # every update resets its envs
-        )
+    init = reinforce.recurrent_init(config, env, init_params, TrainState)
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
         cfg = config.with_hparams(state.run.hparams)

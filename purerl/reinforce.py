@@ -521,21 +521,29 @@ def recurrent_agent_parts(config: Any, env: envs.Env, num_episodes: int):
     return net, init_params, collect, params_view(act, "actor"), params_view(value, "critic")
 
 
-def make_recurrent_agent(config: Config, env: envs.Env, num_updates: int) -> loop.Agent:
-    """REINFORCE with a recurrent policy (``config.memory``; module docstring)."""
-    net, init_params, collect, act, value = recurrent_agent_parts(config, env,
-                                                                  config.num_episodes)
-
-    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> TrainState:
+def recurrent_init(config: Any, env: envs.Env, init_params: Any, state_cls: Any) -> Any:
+    """``init(key, hparams=None)`` of a whole-episode trainer with a recurrent actor and critic
+    (``state_cls``: its TrainState of params, actor_opt, critic_opt and run); shared with the
+    batch actor-critic."""
+    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None):
         hp = config.initial_hparams(hparams)
         key, net_key = jax.random.split(key)
         params = init_params(net_key)
-        return TrainState(
+        return state_cls(
             params=params,
             actor_opt=optim.adam(1.0).init(params.actor),
             critic_opt=optim.adam(1.0).init(params.critic),
             run=loop.RunState.start(key, hp, config, env),  # every update resets its envs
         )
+
+    return init
+
+
+def make_recurrent_agent(config: Config, env: envs.Env, num_updates: int) -> loop.Agent:
+    """REINFORCE with a recurrent policy (``config.memory``; module docstring)."""
+    net, init_params, collect, act, value = recurrent_agent_parts(config, env,
+                                                                  config.num_episodes)
+    init = recurrent_init(config, env, init_params, TrainState)
 
     def update(state: TrainState) -> tuple[TrainState, loop.Metrics]:
         cfg = config.with_hparams(state.run.hparams)
