@@ -6,6 +6,14 @@ import jax
 
 # Tests run on the CPU; keep XLA from grabbing every core for its thread pools' warm-up.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite is mostly XLA compilation. XLA's CPU fusion emitters (on by default) take about a
+# third of the compile time of these small training programs and do not make them run faster
+# (benchmarks/RESULTS.md, "Compile time"); every process of the session, subprocesses included
+# (they inherit the variable), compiles without them, so results compared across processes
+# come from the same compiler.
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), TEST_XLA_FLAGS]))
 
 _CACHE_ENV = "PURERL_TEST_XLA_CACHE"
 

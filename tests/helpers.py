@@ -122,6 +122,13 @@ def numpy_twin_q(obs, action):
     return np.stack([q1, q2])
 
 
+def xla_flags_with_devices(devices: int) -> str:
+    """This session's XLA_FLAGS (tests/conftest.py) with ``devices`` fake CPU devices."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment of a new Python process that shares this session's compilation cache
     (tests/conftest.py), so it loads the programs compiled here instead of compiling again."""
@@ -147,15 +154,13 @@ def run_distributed_script(runs: list[tuple[list[str], int | None]]) -> None:
     once (the 2-core CI machine overlaps their compilations); fails with a process's output if
     it fails."""
     env = dict(subprocess_env(), JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
     # the script imports this module, which imports purerl: the checkout's, installed or not
     root = str(DISTRIBUTED_SCRIPT.parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     script = [sys.executable, str(DISTRIBUTED_SCRIPT)]
     procs = []
     for args, devices in runs:
-        run_env = env if devices is None else dict(
-            env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        run_env = env if devices is None else dict(env, XLA_FLAGS=xla_flags_with_devices(devices))
         procs.append(subprocess.Popen(script + args, env=run_env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     logs = []

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+from helpers import xla_flags_with_devices
+
 SCRIPT = textwrap.dedent('''
     import json, shutil, sys
     from pathlib import Path
@@ -39,7 +41,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_sharded_and_data_parallel_runs_resume_to_the_uninterrupted_metrics(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": xla_flags_with_devices(2),
            "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=600)

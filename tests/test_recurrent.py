@@ -6,6 +6,8 @@ partially observable tasks, and learning where a feed-forward policy cannot."""
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -264,16 +266,21 @@ def test_stateless_tasks_are_the_full_tasks_with_velocities_removed(name, base, 
     assert pomdp.spec.max_episode_steps == full.spec.max_episode_steps
     s, f = pomdp.reset(jax.random.key(0), 4), full.reset(jax.random.key(0), 4)
     np.testing.assert_array_equal(s.obs, f.obs[:, kept])
+    # The two steps are separate XLA programs: cos/sin of Pendulum's angle may round 1 ulp
+    # apart between them (seen on the CI machine), so observations are compared to float32
+    # rounding; the dynamics' state must still agree exactly enough to keep the episodes equal.
+    close = functools.partial(np.testing.assert_allclose, rtol=2e-6, atol=1e-6)
     for t in range(60):  # through terminations / resets: the same dynamics and keys
         key = jax.random.key(t)
         action = (jnp.full((4,), t % 2) if pomdp.spec.discrete
                   else jnp.full((4, 1), np.sin(t)))
         s, ts = pomdp.step(key, s, action)
         f, tf = full.step(key, f, action)
-        np.testing.assert_array_equal(s.obs, f.obs[:, kept])
-        np.testing.assert_array_equal(ts.next_obs, tf.next_obs[:, kept])
-        np.testing.assert_array_equal(ts.reward, tf.reward)
+        close(s.obs, f.obs[:, kept])
+        close(ts.next_obs, tf.next_obs[:, kept])
+        close(ts.reward, tf.reward)
         np.testing.assert_array_equal(ts.terminated, tf.terminated)
+        np.testing.assert_array_equal(ts.truncated, tf.truncated)
     assert name in envs.registered() and "MemoryChain-10-bsuite" in envs.registered()
 
 
