@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import shlex
 import time
 from pathlib import Path
@@ -27,12 +28,13 @@ import numpy as np
 from throughput import machine
 
 import purerl
-from purerl import presets
+from purerl import presets, stats
 
 HERE = Path(__file__).parent
 CURVES = HERE / "curves"
 FIGURES = HERE / "figures"
 RESULTS = HERE / "RESULTS.md"
+RANDOM = HERE / "random_returns.json"
 PRESETS_PAGE = HERE.parent / "docs" / "presets.md"
 BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
 
@@ -61,8 +63,51 @@ def measure(preset: presets.Preset, seeds: int, command: str) -> presets.Measure
         date=str(datetime.date.today()), command=command, config=config.to_dict())
 
 
+def final_returns(preset: presets.Preset) -> np.ndarray | None:
+    """Each seed's final deterministic evaluation, from the preset's recorded curve."""
+    path = curve_path(preset)
+    return np.load(path)["eval_return"][:, -1].astype(np.float64) if path.exists() else None
+
+
+def random_returns(env_ids: list[str]) -> dict[str, float]:
+    """Mean return of a uniformly random policy over 256 episodes per environment (measured
+    once, then read from ``benchmarks/random_returns.json``): the 0 of normalised scores."""
+    from purerl import envs, rollout, spaces
+
+    known = json.loads(RANDOM.read_text()) if RANDOM.exists() else {}
+    for env_id in env_ids:
+        if env_id in known:
+            continue
+        env = envs.make(env_id)
+        act = lambda obs, key, env=env: spaces.random_action(env.spec, key, obs.shape[0])  # noqa: E731
+        returns = jax.jit(lambda key, env=env, act=act: rollout.episode_returns(
+            env, act, key, 256, stochastic=True))(jax.random.key(0))
+        known[env_id] = round(float(np.mean(returns)), 3)
+        RANDOM.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
+    return {e: known[e] for e in env_ids}
+
+
+def normalised(family: str) -> dict[str, dict[str, np.ndarray]]:
+    """``{algo: {env: normalised final returns per seed}}`` of a family's measured presets:
+    0 is the random policy's return, 1 the best preset mean on that environment (so 1 means
+    "as good as purerl's best preset there")."""
+    measured = [p for p in presets.all_presets() if presets.family_of(p.env) == family
+                and p.measured is not None and final_returns(p) is not None]
+    envs_ = sorted({p.env for p in measured})
+    low = random_returns(envs_)
+    high = {e: max(p.measured.mean for p in measured if p.env == e) for e in envs_}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for p in measured:
+        if high[p.env] - low[p.env] <= 0:
+            continue  # no preset beats random here: nothing to normalise by
+        out.setdefault(p.algo, {})[p.env] = stats.normalize(final_returns(p), low[p.env],
+                                                            high[p.env])
+    return out
+
+
 def results_tables() -> str:
-    """Markdown: one table per family of every recorded preset result."""
+    """Markdown: one table per family of every recorded preset result, mean ± std and the IQM
+    with its 95% bootstrap interval over seeds (purerl.stats)."""
     records = presets.load_results()
     out = []
     for family in [*presets.FAMILIES, "continuous control (MuJoCo Playground)", "other"]:
@@ -72,14 +117,65 @@ def results_tables() -> str:
             if presets.family_of(p.env) != family or m is None:
                 continue
             status = "" if p.measured else " (stale)"
+            finals = final_returns(p)
+            iqm = "" if finals is None or not np.isfinite(finals).all() else \
+                str(stats.bootstrap_interval(finals, stats.iqm))
             rows.append(f"| {p.algo} | {p.env} | {m.steps:,} | {m.seeds} | "
-                        f"{m.mean:.1f} ± {m.std:.1f}{status} | {m.wall_s:.0f} s | {m.machine} | "
-                        f"{m.date} | {p.note} |")
+                        f"{m.mean:.1f} ± {m.std:.1f}{status} | {iqm} | {m.wall_s:.0f} s | "
+                        f"{m.machine} | {m.date} | {p.note} |")
         if rows:
+            profile = FIGURES / f"profile_{_slug(family)}.png"
+            shown = f"\n\n![{family}: performance profiles](figures/{profile.name})" \
+                if profile.exists() else ""
             out.append(f"### {family}\n\n| algorithm | environment | env steps / seed | seeds | "
-                       "final eval (mean ± std over seeds) | wall (incl. compile) | machine | "
-                       "date | note |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+                       "final eval (mean ± std over seeds) | IQM [95% bootstrap CI] | wall "
+                       "(incl. compile) | machine | date | note |\n"
+                       "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + shown)
     return "\n\n".join(out)
+
+
+def _slug(family: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in family).strip("_")
+
+
+def write_profiles() -> list[Path]:
+    """Per family: performance profiles of the normalised final returns (Agarwal et al. 2021,
+    section 4.2) and each algorithm's aggregate IQM over the family's tasks with its 95%
+    stratified-bootstrap interval (runs resampled within each task)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    written = []
+    for family in presets.FAMILIES:
+        scores = normalised(family)
+        if not scores:
+            continue
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        taus = np.linspace(-0.25, 1.25, 121)
+        ranked = sorted(scores, key=lambda a: stats.iqm(list(scores[a].values())))
+        colors = dict(zip(ranked, matplotlib.colormaps["tab20"].colors))
+        for algo in ranked[::-1]:
+            tasks = list(scores[algo].values())
+            left.plot(taus, stats.performance_profile(tasks, taus), color=colors[algo],
+                      label=f"{algo} ({len(tasks)} task(s))")
+        left.set(title=f"{family}: performance profiles", xlabel="normalised final return tau "
+                 "(0 random, 1 best preset)", ylabel="fraction of runs > tau")
+        left.grid(alpha=0.3)
+        left.legend(fontsize=7)
+        for y, algo in enumerate(ranked):
+            ci = stats.bootstrap_interval(list(scores[algo].values()), stats.iqm)
+            right.errorbar([ci.value], [y], xerr=[[ci.value - ci.low], [ci.high - ci.value]],
+                           fmt="o", capsize=3, color=colors[algo])
+        right.set_yticks(range(len(ranked)),
+                         [f"{a} ({len(scores[a])})" for a in ranked])
+        right.set(title="aggregate IQM over its tasks, 95% stratified bootstrap",
+                  xlabel="IQM of normalised final returns (0 random, 1 best preset)")
+        right.grid(alpha=0.3)
+        path = FIGURES / f"profile_{_slug(family)}.png"
+        fig.savefig(path, dpi=100)
+        written.append(path)
+    return written
 
 
 def summary_table() -> str:
@@ -177,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         m = measure(p, args.seeds, command)
         presets.record(p, m)
         print(f"{p.name:40s} {m.summary()}  ({m.wall_s:.0f} s)", flush=True)
-    for path in write_figures():
+    for path in write_figures() + write_profiles():
         print("wrote", path)
     write_results()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["ALGORITHMS", "compiler_options", "get_algorithm", "jit", "load"]
+__all__ = ["ALGORITHMS", "compiler_options", "get_algorithm", "jit", "load", "sweep"]
 
 __version__ = "0.1.0"
 
@@ -47,4 +47,8 @@ def __getattr__(name: str):
         from purerl.inference import load
 
         return load
+    if name == "sweep":
+        from purerl.sweeps import sweep
+
+        return sweep
     raise AttributeError(f"module 'purerl' has no attribute {name!r}")

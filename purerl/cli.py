@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ import numpy as np
 import purerl
 from purerl import checkpoint, distributed, loggers, loop, rundir, signals
 from purerl import config as config_lib
-from purerl import driver, memory, presets, results
+from purerl import driver, memory, presets, sweeps
 from purerl.results import format_table
 from purerl.placement import placement as device_placement
 
@@ -103,48 +104,110 @@ def parse_overrides(pairs: Sequence[str], config_cls: type) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- commands
 
 
-def setup_train(args: argparse.Namespace) -> tuple[Any, loop.Agent, Path, str | None]:
+def setup_train(args: argparse.Namespace, runs: Callable[[Any], int] | None = None,
+                runs_name: str = "--seeds") -> tuple[Any, loop.Agent, Path, str | None]:
     """Validate everything before compiling: ``--seed``, ``--name``, the config (the
-    environment's preset unless ``--no-preset``, then ``--set`` and ``--total-timesteps`` on
-    top; a flag and a ``--set`` of the same field must agree), the agent, its memory estimate
-    for ``--seeds`` seeds (:mod:`purerl.memory`) and the run directory, which must not hold a
-    run yet. Returns them with the preset's name (None when none was used)."""
+    environment's preset unless ``--no-preset``, then the ``--config`` file's fields, then
+    ``--set`` and ``--total-timesteps`` on top; a flag and a ``--set`` of the same field must
+    agree), the agent, its memory estimate for ``--seeds`` seeds, or ``runs(config)`` runs
+    (:mod:`purerl.memory`) and the run directory, which must not hold a run yet. Returns them
+    with the preset's name (None when none was used)."""
+    config, agent, preset, notes = configure(args)
+    count = args.seeds if runs is None else runs(config)
+    memory.check(agent, count, what=f"{args.algo} on {config.env}", seeds_name=runs_name)
+    prefix = args.algo if runs is None else f"sweep_{args.algo}"
+    run_dir = rundir.new_run_dir(Path(args.out), args.name, prefix, config.env)
+    for note in notes:
+        print(note, file=sys.stderr)
+    return config, agent, run_dir, preset.name if preset else None
+
+
+# keys of a --config file that are not config fields: a run's options (config.json) and what
+# a sweep's best.json says about where it comes from
+_NOT_FIELDS = (*rundir.RUN_KEYS, "sweep_rank", "sweep_config")
+
+
+def read_config_file(path: str, algo: str, config_cls: type) -> tuple[dict[str, Any],
+                                                                     dict[str, Any]]:
+    """``--config FILE``: a JSON object of config fields (a run's config.json, a sweep's
+    best.json, or a hand-written subset). Returns its config fields and its ``seeds`` /
+    ``seed`` (the defaults of ``--seeds`` / ``--seed``); ValueError (one line) for an unreadable
+    file, another algorithm's, or an unknown field (naming the closest)."""
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--config {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config fields")
+    if values.get("algo", algo) != algo:
+        raise ValueError(f"--config {path} is a {values['algo']} config, not {algo}'s; "
+                         f"use 'purerl train {values['algo']} --config {path}'")
+    fields = {k: v for k, v in values.items() if k not in _NOT_FIELDS}
+    try:
+        config_cls.check_keys(fields)
+    except ValueError as e:
+        raise ValueError(f"--config {path}: {e}") from None
+    return fields, {k: values[k] for k in ("seeds", "seed") if values.get(k) is not None}
+
+
+def configure(args: argparse.Namespace) -> tuple[Any, loop.Agent, Any, list[str]]:
+    """The config and agent of ``train`` / ``sweep``'s flags, the preset used (None where
+    none) and the notes to print about them; also settles ``args.seeds`` / ``args.seed``
+    (the flag, else the ``--config`` file's, else 1 / 0). ValueError (one line) for bad
+    input."""
     module = purerl.get_algorithm(args.algo)
+    file_fields, file_run = ({}, {}) if not getattr(args, "config", None) else \
+        read_config_file(args.config, args.algo, module.Config)
+    args.seeds = args.seeds if args.seeds is not None else file_run.get("seeds", 1)
+    args.seed = args.seed if args.seed is not None else file_run.get("seed", 0)
+    if not isinstance(args.seeds, int) or args.seeds < 1:
+        raise ValueError(f"--config {args.config}: seeds must be a positive integer, got "
+                         f"{args.seeds!r}")
     config_lib.check_seed(args.seed, "--seed")
     if args.name is not None:
         _check_name(args.name)
     set_values = parse_overrides(args.set, module.Config)
-    env = _agree("--env", args.env, "env", set_values) or purerl.ALGORITHMS[args.algo][2]
+    env = (_agree("--env", args.env, "env", set_values) or file_fields.get("env")
+           or purerl.ALGORITHMS[args.algo][2])
     total = _agree("--total-timesteps", args.total_timesteps, "total_timesteps", set_values)
     preset = None if args.no_preset else presets.lookup(args.algo, env)
-    overrides = {**(preset.overrides if preset else {}), **set_values, "env": env}
+    overrides = {**(preset.overrides if preset else {}), **file_fields, **set_values,
+                 "env": env}
     if total is not None:
         overrides["total_timesteps"] = total
-    config = module.Config.from_dict(overrides)
+    try:
+        config = module.Config.from_dict(overrides)
+    except ValueError as e:
+        raise ValueError(f"--config {args.config}: {e}" if file_fields and not set_values
+                         else str(e)) from None
     agent = module.make_agent(config)
     eval_note = None
-    if "eval_every" not in set_values:
+    if "eval_every" not in set_values and "eval_every" not in file_fields:
         config, eval_note = enough_evaluations(config, agent.num_updates)
         if eval_note:
             agent = module.make_agent(config)
-    memory.check(agent, args.seeds, what=f"{args.algo} on {config.env}", seeds_name="--seeds")
-    run_dir = rundir.new_run_dir(Path(args.out), args.name, args.algo, config.env)
+    notes = []
     if args.no_preset:
-        print("--no-preset: the defaults of the config", file=sys.stderr)
+        notes.append("--no-preset: the defaults of the config")
     elif preset is None:
-        print(f"no {args.algo} preset for {env}: the defaults, tuned for "
-              f"{purerl.ALGORITHMS[args.algo][2]} ('purerl list --presets' lists the presets)",
-              file=sys.stderr)
+        notes.append(f"no {args.algo} preset for {env}: the defaults, tuned for "
+                     f"{purerl.ALGORITHMS[args.algo][2]} ('purerl list --presets' lists the "
+                     "presets)")
     else:
         measured = preset.measured
-        print(f"preset {preset.name}" + (f" (reaches {measured.summary()})" if measured else "")
-              + ("; --set / --total-timesteps override it" if args.set or args.total_timesteps
-                 else ""), file=sys.stderr)
+        notes.append(f"preset {preset.name}" + (f" (reaches {measured.summary()})" if measured
+                                                 else "")
+                     + ("; --config / --set / --total-timesteps override it"
+                        if args.set or args.total_timesteps or file_fields else ""))
         if preset.caveat:
-            print(f"note: {preset.caveat}", file=sys.stderr)
+            notes.append(f"note: {preset.caveat}")
+    if file_fields:
+        notes.append(f"--config {args.config}: {len(file_fields)} field(s) on top of the "
+                     + ("defaults" if preset is None else "preset"))
     if eval_note:
-        print(eval_note, file=sys.stderr)
-    return config, agent, run_dir, preset.name if preset else None
+        notes.append(eval_note)
+    return config, agent, preset, notes
 
 
 MIN_EVALUATIONS = 10  # a CLI run evaluates at least this often unless --set eval_every says
@@ -258,28 +321,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         agent = placement.agent(config, agent)
     except (ValueError, OSError) as e:  # unknown algo/env/key, bad value, unwritable --out
         return _fail(str(e))
+    options = rundir.RunOptions(
+        algo=args.algo, seeds=args.seeds, seed=args.seed, preset=preset, chunk=args.chunk,
+        checkpoint_every=args.checkpoint_every, keep=args.keep, log=log, devices=devices,
+        data_parallel=data_parallel)
     with contextlib.ExitStack() as stack:
-        try:
-            _import_what_training_imports()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(rundir.lock(run_dir, f"training {args.algo}"))
-            stack.enter_context(signals.interrupting())
-            if args.name is not None:  # again, now that no other process can be writing it
-                rundir.check_free(run_dir, args.name)
-            reused = rundir.taken(run_dir)
-            rundir.write_config(run_dir, config, rundir.RunOptions(
-                algo=args.algo, seeds=args.seeds, seed=args.seed, preset=preset,
-                chunk=args.chunk, checkpoint_every=args.checkpoint_every, keep=args.keep,
-                log=log, devices=devices, data_parallel=data_parallel))
-        except rundir.RunDirBusy as e:
-            return _fail(str(e), EXIT_BUSY)
-        except OSError as e:
-            return _fail(f"{_os_error_text(e)}; nothing was trained", EXIT_OS_ERROR)
-        except ValueError as e:
-            return _fail(str(e))
-        if reused:
-            print(f"{run_dir} held a run that stopped before its first checkpoint "
-                  f"({', '.join(reused)}): training anew there", file=sys.stderr)
+        failed = _take_run_dir(stack, args, run_dir, config, options, f"training {args.algo}")
+        if failed is not None:
+            return failed
         chunk = _chunk_length(agent, args.chunk, args.checkpoint_every)
         print(f"training {args.algo} on {config.env}: {args.seeds} seed(s) x "
               f"{agent.num_updates} updates, {chunk} per compiled call, {_eval_note(agent)}, "
@@ -292,6 +341,94 @@ def cmd_train(args: argparse.Namespace) -> int:
             keys=jax.random.split(jax.random.key(args.seed), args.seeds), seeds=args.seeds,
             seed=args.seed, chunk=chunk, every=args.checkpoint_every, keep=args.keep, log=log,
             placement=placement), run_dir))
+
+
+def _sample_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"--sample N KEY=DIST: N must be a positive integer, got {text!r}")
+    return count
+
+
+def _take_run_dir(stack: contextlib.ExitStack, args: argparse.Namespace, run_dir: Path,
+                  config: Any, options: rundir.RunOptions, purpose: str) -> int | None:
+    """Make ``run_dir``, hold its lock and the signal handlers (on ``stack``) and write its
+    config.json; the exit code of a failure (None when it worked)."""
+    try:
+        _import_what_training_imports()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(rundir.lock(run_dir, purpose))
+        stack.enter_context(signals.interrupting())
+        if args.name is not None:  # again, now that no other process can be writing it
+            rundir.check_free(run_dir, args.name)
+        reused = rundir.taken(run_dir)
+        rundir.write_config(run_dir, config, options)
+    except rundir.RunDirBusy as e:
+        return _fail(str(e), EXIT_BUSY)
+    except OSError as e:
+        return _fail(f"{_os_error_text(e)}; nothing was trained", EXIT_OS_ERROR)
+    except ValueError as e:
+        return _fail(str(e))
+    if reused:
+        print(f"{run_dir} held a run that stopped before its first checkpoint "
+              f"({', '.join(reused)}): training anew there", file=sys.stderr)
+    return None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    try:
+        devices = args.devices
+        distributed.device_count(devices)  # before the run directory is made
+        grid = sweeps.parse_grid(args.grid)
+        counts = {_sample_count(n) for n, _ in args.sample}
+        if len(counts) > 1:
+            raise ValueError(f"--sample N KEY=DIST: every --sample must give the same N (the "
+                             f"number of random configurations), got {sorted(counts)}")
+        samples = {}
+        for _, item in args.sample:
+            key, sep, dist = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--sample expects N KEY=DIST, got {item!r}")
+            if key.strip() in samples:
+                raise ValueError(f"--sample {key.strip()} is given twice")
+            samples[key.strip()] = sweeps.parse_distribution(dist)
+        num_samples, plans = (counts.pop() if counts else 0), []
+
+        def runs(config: Any) -> int:
+            plans.append(sweeps.make_plan(
+                config, grid, samples=samples, num_samples=num_samples,
+                seeds=args.seeds, seed=args.seed,
+                sample_seed=args.seed if args.sample_seed is None else args.sample_seed))
+            return plans[-1].num_runs
+
+        config, agent, run_dir, preset = setup_train(args, runs, "the configurations x --seeds")
+        plan = plans[-1]
+        placement = device_placement(devices, False, config)
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
+    options = rundir.RunOptions(
+        algo=args.algo, seeds=args.seeds, seed=args.seed, preset=preset, chunk=args.chunk,
+        checkpoint_every=args.checkpoint_every, keep=args.keep, devices=devices,
+        sweep=plan.to_json())
+    with contextlib.ExitStack() as stack:
+        failed = _take_run_dir(stack, args, run_dir, config, options, f"sweeping {args.algo}")
+        if failed is not None:
+            return failed
+        chunk = _chunk_length(agent, args.chunk, args.checkpoint_every)
+        print(f"sweeping {args.algo} on {config.env}: {len(plan.points)} configuration(s) of "
+              f"{', '.join(plan.keys_swept)} x {args.seeds} seed(s) = {plan.num_runs} runs in "
+              f"one program, {agent.num_updates} updates, {chunk} per compiled call, "
+              f"{_eval_note(agent)}, {_checkpoint_note(args.checkpoint_every, args.keep)} -> "
+              f"{run_dir}", file=sys.stderr)
+        if placement.mesh is not None:
+            print(f"devices: {placement.describe(config, plan.num_runs)}", file=sys.stderr)
+        return _guarded(run_dir, config, agent.num_updates, lambda: _summary(driver.train_run(
+            args.algo, config, agent, run_dir, keys=plan.keys(), seeds=plan.num_runs,
+            seed=args.seed, chunk=chunk, every=args.checkpoint_every, keep=args.keep,
+            placement=placement, sweep=plan), run_dir))
 
 
 def _summary(table: str, run_dir: Path) -> int:
@@ -337,6 +474,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
             placement = device_placement(devices, data_parallel, config)
             module = purerl.get_algorithm(plan.algo)
             agent = placement.agent(config, run.agent if run else module.make_agent(config))
+            sweep, lanes = _sweep_of(plan), plan.seeds
+            if sweep is not None:
+                lanes = sweep.num_runs
+                if data_parallel:
+                    raise ValueError("a sweep runs its configurations x seeds sharded over the "
+                                     "devices (--devices), not data parallel")
+                if run is not None and run.num_seeds != lanes:
+                    raise ValueError(f"{run_dir}: its checkpoint holds {run.num_seeds} runs but "
+                                     f"config.json's sweep has {lanes}; run the sweep again")
         except rundir.RunDirBusy as e:
             return _fail(str(e), EXIT_BUSY)
         except OSError as e:
@@ -344,7 +490,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         except ValueError as e:  # CheckpointError is a ValueError
             return _fail(str(e))
         if run is not None and run.updates_done >= agent.num_updates:
-            return _write_missing_results(run_dir, plan, agent, placement)
+            return _write_missing_results(run_dir, plan, agent, placement, sweep)
         every = args.checkpoint_every or saved.get("checkpoint_every")
         keep = args.keep or saved.get("keep") or 3
         chunk_arg = args.chunk or saved.get("chunk")
@@ -353,18 +499,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
             algo=plan.algo, seeds=plan.seeds, seed=plan.seed, preset=saved.get("preset"),
             chunk=chunk_arg, checkpoint_every=every, keep=keep, log=log,
             wandb_id=saved.get("wandb_id") if run else None, devices=devices,
-            data_parallel=data_parallel)
+            data_parallel=data_parallel, sweep=saved.get("sweep"))
         try:
             rundir.write_config(run_dir, config, options)
         except OSError as e:
             return _fail(f"{_os_error_text(e)}; {rundir.standing(run_dir, agent.num_updates)}",
                          EXIT_OS_ERROR)
         print(_resume_message(run_dir, plan, agent, chunk, every, keep), file=sys.stderr)
-        keys = None if run else jax.random.split(jax.random.key(plan.seed), plan.seeds)
+        keys = None if run else (sweep.keys() if sweep else
+                                 jax.random.split(jax.random.key(plan.seed), plan.seeds))
         return _guarded(run_dir, config, agent.num_updates, lambda: _summary(driver.train_run(
-            plan.algo, config, agent, run_dir, keys=keys, resumed=run, seeds=plan.seeds,
+            plan.algo, config, agent, run_dir, keys=keys, resumed=run, seeds=lanes,
             seed=plan.seed, chunk=chunk, every=every, keep=keep, log=log,
-            placement=placement), run_dir))
+            placement=placement, sweep=sweep), run_dir))
+
+
+def _sweep_of(plan: rundir.Resume) -> sweeps.Plan | None:
+    """The sweep a resumed run directory holds (config.json's "sweep"), None for a run."""
+    saved = plan.saved.get("sweep")
+    if not saved:
+        return None
+    seeds, seed = plan.saved.get("seeds"), plan.saved.get("seed")
+    if not isinstance(seeds, int) or seeds < 1 or not isinstance(seed, int):
+        raise ValueError(f"config.json of this sweep lacks a valid seeds / seed (seeds={seeds!r}"
+                         f", seed={seed!r}); run the sweep again")
+    return sweeps.Plan.from_json(plan.config, saved, seeds, seed)
 
 
 def _hold_for_resume(run_dir: Path, total_timesteps: int | None, stack: contextlib.ExitStack
@@ -386,7 +545,7 @@ def _hold_for_resume(run_dir: Path, total_timesteps: int | None, stack: contextl
 
 
 def _write_missing_results(run_dir: Path, plan: rundir.Resume, agent: loop.Agent,
-                           placement: Any) -> int:
+                           placement: Any, sweep: sweeps.Plan | None = None) -> int:
     """``purerl resume`` of a run trained to the end that stopped before (or while) writing
     its results: write them from the final checkpoint."""
     run = plan.run
@@ -394,9 +553,10 @@ def _write_missing_results(run_dir: Path, plan: rundir.Resume, agent: loop.Agent
     print(f"{run_dir} finished training ({run.updates_done} updates; checkpoint {run.path}); "
           f"writing its missing results ({', '.join(missing)})", file=sys.stderr)
     wall = float(run.metadata["extra"].get("wall_s", 0.0))
-    return _guarded(run_dir, plan.config, agent.num_updates, lambda: _summary(results.write(
-        plan.algo, plan.config, run_dir, run.metrics, wall, plan.seeds,
-        placement.describe(plan.config, plan.seeds)), run_dir))
+    return _guarded(run_dir, plan.config, agent.num_updates, lambda: _summary(
+        driver.write_results(plan.algo, plan.config, run_dir, run.metrics, wall, plan.seeds,
+                             placement, sweep, run.metadata["extra"].get("diverged_at")),
+        run_dir))
 
 
 def _resume_message(run_dir: Path, plan: rundir.Resume, agent: loop.Agent, chunk: int,
@@ -587,6 +747,7 @@ def build_parser(help_algo: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"purerl {purerl.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands, help_algo)
+    _add_sweep(commands)
     _add_resume(commands)
     _add_eval(commands)
     ls = commands.add_parser("list", help="list algorithms and environments, or one algorithm's "
@@ -607,22 +768,72 @@ def _add_train(commands: Any, help_algo: str | None) -> None:
                             epilog=config_help(help_algo) if help_algo else
                             "'purerl train ALGO --help' also lists ALGO's config fields.",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("algo", metavar="ALGO", help=f"one of: {', '.join(purerl.ALGORITHMS)}")
-    t.add_argument("--env", help="gymnax environment id (default: the algorithm's default)")
-    t.add_argument("--seeds", type=_positive_int, default=1, help="seeds trained in parallel")
-    t.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
-    t.add_argument("--total-timesteps", type=_positive_int, help="env steps per seed")
-    t.add_argument("--no-preset", action="store_true",
-                   help="start from the config defaults instead of the environment's preset")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set lr=3e-4 --set hidden_sizes=64,64")
-    t.add_argument("--out", default="runs", help="output root (default: runs)")
+    _config_flags(t)
     t.add_argument("--name", help="run name (default: ALGO_ENV_TIMESTAMP)")
-    t.add_argument("--chunk", type=_positive_int,
-                   help="updates per compiled call (default: num_updates // 50)")
     _device_flags(t)
     _checkpoint_flags(t)
     t.set_defaults(func=cmd_train)
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags ``train`` and ``sweep`` share: what to train and where."""
+    parser.add_argument("algo", metavar="ALGO", help=f"one of: {', '.join(purerl.ALGORITHMS)}")
+    parser.add_argument("--env", help="gymnax environment id (default: the --config file's, "
+                                      "else the algorithm's default)")
+    parser.add_argument("--seeds", type=_positive_int, default=None,
+                        help="seeds trained in parallel (default: the --config file's, else 1)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="base random seed (default: the --config file's, else 0)")
+    parser.add_argument("--total-timesteps", type=_positive_int, help="env steps per seed")
+    parser.add_argument("--no-preset", action="store_true",
+                        help="start from the config defaults instead of the environment's "
+                             "preset")
+    parser.add_argument("--config", metavar="FILE.json",
+                        help="config fields from a JSON file on top of the preset (a run's "
+                             "config.json, a sweep's best.json, or a hand-written subset); "
+                             "--set goes on top of it")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set lr=3e-4 --set "
+                             "hidden_sizes=64,64")
+    parser.add_argument("--out", default="runs", help="output root (default: runs)")
+    parser.add_argument("--chunk", type=_positive_int,
+                        help="updates per compiled call (default: num_updates // 50)")
+
+
+def _add_sweep(commands: Any) -> None:
+    w = commands.add_parser(
+        "sweep", help="train a grid / random search of hyperparameters x seeds in one program",
+        description="Train every configuration of the --grid values (their product) and/or "
+                    "of N random --sample draws, each for --seeds seeds, as one compiled "
+                    "program (configurations x seeds vmapped), then rank the configurations "
+                    "by the interquartile mean of their final evaluation returns with 95%% "
+                    "bootstrap intervals. Writes results.csv (one row per configuration and "
+                    "seed), summary.json / summary.txt (the ranking), best.json (the best "
+                    "configuration's config: 'purerl train ALGO --config best.json'), "
+                    "metrics.json, learning_curves.png and sweep_KEY.png per swept key to "
+                    "OUT/NAME/. A configuration that diverges is marked; the others go on.",
+        epilog="example: purerl sweep ppo --env CartPole-v1 --grid lr=1e-3,3e-3 "
+               "--grid ent_coef=0,0.01 --seeds 8")
+    _config_flags(w)
+    w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="values of a traced hyperparameter (repeat for more: their product)")
+    w.add_argument("--sample", action="append", default=[], nargs=2,
+                   metavar=("N", "KEY=DIST"),
+                   help="N random configurations, KEY drawn from loguniform(LO,HI), "
+                        "uniform(LO,HI) or choice(A,B,...) (repeat with the same N for more "
+                        "keys; with --grid: N draws per grid point)")
+    w.add_argument("--sample-seed", type=int,
+                   help="random seed of the --sample draws (default: --seed)")
+    w.add_argument("--name", help="sweep name (default: sweep_ALGO_ENV_TIMESTAMP)")
+    w.add_argument("--devices", metavar="all|N",
+                   help="shard the configurations x seeds over N devices (or all); default: "
+                        "one device")
+    w.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="also save a checkpoint after every N updates (one is always saved "
+                        "after the last); 'purerl resume' continues a stopped sweep")
+    w.add_argument("--keep", type=_positive_int, default=3, metavar="K",
+                   help="keep the newest K checkpoints (default: 3)")
+    w.set_defaults(func=cmd_sweep)
 
 
 def _add_resume(commands: Any) -> None:
@@ -634,7 +845,8 @@ def _add_resume(commands: Any) -> None:
                     "equals the uninterrupted run's bitwise. --total-timesteps changes the budget "
                     "(e.g. extends a finished run); refused where a schedule depends on it "
                     "(anneal_lr=True; DQN's epsilon decay).")
-    r.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of 'purerl train'")
+    r.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run directory of 'purerl train' or 'purerl sweep'")
     r.add_argument("--total-timesteps", type=_positive_int,
                    help="new budget: env steps per seed (default: the config's)")
     r.add_argument("--chunk", type=_positive_int,

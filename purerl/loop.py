@@ -340,10 +340,16 @@ def _finite_per_seed(params: Any) -> jax.Array:
     return jnp.stack(flags).all(axis=0) if flags else jnp.ones((), bool)
 
 
+def finite_per_seed(params: Any) -> np.ndarray:
+    """``[seeds]`` booleans: whether every floating-point leaf of each seed's ``params``
+    (leading seed axis) is finite."""
+    return np.atleast_1d(jax.device_get(_finite_per_seed(params)))
+
+
 def check_finite_params(state: Any, first: int, last: int, num_updates: int) -> None:
     """DivergenceError unless the parameters (``state.params``, leading seed axis) of every
     seed are finite after update ``last``; ``first``: the chunk's first update."""
-    finite = np.atleast_1d(jax.device_get(_finite_per_seed(getattr(state, "params", state))))
+    finite = finite_per_seed(getattr(state, "params", state))
     if not finite.all():
         raise DivergenceError(first, last, num_updates, np.flatnonzero(~finite).tolist())
 

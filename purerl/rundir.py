@@ -2,10 +2,11 @@
 process writes one, files written atomically, the state a directory is in, and what ``purerl
 resume`` continues it from. The result files themselves are written by :mod:`purerl.results`.
 
-The promise (docs/errors.md, "Faults and signals"): whatever stops a ``purerl train`` or
-``resume`` process, whenever, its run directory is in one of three states:
+The promise (docs/errors.md, "Faults and signals"): whatever stops a ``purerl train``, ``sweep``
+or ``resume`` process, whenever, its run directory is in one of three states:
 
-* **finished**: every result file (:data:`RESULTS`) is complete;
+* **finished**: every result file (:data:`RESULTS`; a sweep's :data:`SWEEP_RESULTS`) is
+  complete;
 * **resumable**: it holds a complete checkpoint -- ``purerl resume`` continues it, or writes the
   missing result files when training had finished -- or only the ``config.json`` of a run that
   stopped before its first checkpoint, which ``purerl resume`` trains again from the start
@@ -29,21 +30,25 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import purerl
 from purerl import checkpoint
 from purerl import config as config_lib
 
-__all__ = ["CONFIG", "LOCK", "RESULTS", "RUN_KEYS", "RUN_OUTPUTS", "Resume", "RunDirBusy",
-           "RunOptions", "check_free", "lock", "missing_results", "new_run_dir",
+__all__ = ["CONFIG", "LOCK", "RESULTS", "RUN_KEYS", "RUN_OUTPUTS", "SWEEP_RESULTS", "Resume",
+           "RunDirBusy", "RunOptions", "check_free", "lock", "missing_results", "new_run_dir",
            "nothing_to_resume", "plan_resume", "read_config", "standing", "taken",
            "write_atomic", "write_config", "write_json", "write_text"]
 
 CONFIG = "config.json"  # the run's config and options (RUN_KEYS)
 RESULTS = ("metrics.json", "metrics.csv", "summary.txt", "learning_curve.png")
-# what a run directory holds once 'purerl train' has used it
-RUN_OUTPUTS = (CONFIG, *RESULTS, checkpoint.CHECKPOINTS, "tensorboard", "wandb")
+# a sweep's (purerl.sweeps; config.json says "sweep"), besides a plot per swept key
+SWEEP_RESULTS = ("metrics.json", "results.csv", "summary.json", "summary.txt", "best.json",
+                 "learning_curves.png")
+# what a run directory holds once 'purerl train' or 'purerl sweep' has used it
+RUN_OUTPUTS = (CONFIG, *dict.fromkeys(RESULTS + SWEEP_RESULTS), checkpoint.CHECKPOINTS,
+               "tensorboard", "wandb")
 LOCK = ".purerl.lock"  # flock'ed while a process trains, resumes or prunes the run
 HOLDER = ".purerl.holder"  # the process that holds (or last held) the lock
 _TMP = ".tmp-"  # prefix of every temporary name purerl writes in a run directory
@@ -129,8 +134,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def missing_results(run_dir: str | os.PathLike) -> list[str]:
-    """The result files (:data:`RESULTS`) ``run_dir`` does not hold."""
-    return [name for name in RESULTS if not (Path(run_dir) / name).is_file()]
+    """The result files (:data:`RESULTS`, a sweep's :data:`SWEEP_RESULTS`) ``run_dir`` does
+    not hold."""
+    try:
+        sweep = bool((read_config(Path(run_dir)) or {}).get("sweep"))
+    except ValueError:  # an unreadable config.json: resuming says so
+        sweep = False
+    names = SWEEP_RESULTS if sweep else RESULTS
+    return [name for name in names if not (Path(run_dir) / name).is_file()]
 
 
 # ------------------------------------------------------------------ making a run directory
@@ -161,7 +172,7 @@ def check_free(run_dir: Path, name: str) -> None:
                          f"{newest.name} updates); continue it with 'purerl resume {run_dir}', "
                          f"or train under another --name (or delete "
                          f"{run_dir / checkpoint.CHECKPOINTS})")
-    results = [n for n in RESULTS if (run_dir / n).exists()]
+    results = [n for n in dict.fromkeys(RESULTS + SWEEP_RESULTS) if (run_dir / n).exists()]
     if results:
         raise ValueError(f"--name {name}: {run_dir} already holds a run ({', '.join(results)}); "
                          "runs are never overwritten: train under another --name or delete it")
@@ -203,6 +214,7 @@ class RunOptions:
     wandb_id: str | None = None
     devices: int | str | None = None
     data_parallel: bool = False
+    sweep: Mapping[str, Any] | None = None  # a sweep's plan (purerl.sweeps.Plan.to_json)
 
 
 # keys of config.json besides the config's fields
@@ -211,7 +223,10 @@ RUN_KEYS = tuple(field.name for field in dataclasses.fields(RunOptions))
 
 def write_config(run_dir: Path, config: Any, options: RunOptions) -> None:
     """``RUN_DIR/config.json``: ``config``'s fields, then ``options``."""
-    write_json(run_dir / CONFIG, {**config.to_dict(), **dataclasses.asdict(options)})
+    options_dict = dataclasses.asdict(options)
+    if options_dict["sweep"] is None:  # a run's config.json as before sweeps existed
+        del options_dict["sweep"]
+    write_json(run_dir / CONFIG, {**config.to_dict(), **options_dict})
 
 
 def read_config(run_dir: Path) -> dict[str, Any] | None:
