@@ -34,6 +34,7 @@ import numpy as np
 
 import purerl
 from purerl import loop, rundir, stats
+from purerl.results import as_lists, format_table
 from purerl.config import BaseConfig
 
 __all__ = ["Distribution", "Plan", "Ranked", "SweepResult", "make_plan", "parse_distribution",
@@ -301,13 +302,16 @@ def sweep(config: BaseConfig, grid: Mapping[str, Sequence[float]] | None = None,
     plan = make_plan(config, grid, samples=samples, num_samples=num_samples, seeds=seeds,
                      seed=seed, sample_seed=sample_seed)
     agent = purerl.get_algorithm(config.algo).make_agent(config)
-    from purerl import driver  # lazy: driver imports this module
-
     tracker = DivergenceTracker(plan.num_runs)
     start = time.perf_counter()
-    metrics = driver.train(agent, plan.keys(), chunk or max(1, agent.num_updates // 10),
-                           hparams=plan.hparams(), check_finite=False, placement=placement,
-                           on_chunk=lambda done, state, _: tracker.update(state, done))
+    run_chunked = loop.run_chunked if placement is None else placement.run_chunked
+    chunks = []
+    for done, state, metrics in run_chunked(
+            agent, plan.keys(), hparams=plan.hparams(),
+            chunk=chunk or max(1, agent.num_updates // 10), check_finite=False):
+        tracker.update(state, done)
+        chunks.append(jax.device_get(metrics))
+    metrics = {k: np.concatenate([np.asarray(c[k]) for c in chunks], axis=1) for k in chunks[0]}
     return SweepResult(plan, by_configuration(metrics, plan), tracker.by_configuration(plan),
                        time.perf_counter() - start)
 
@@ -342,8 +346,6 @@ def _fmt(point: Mapping[str, float]) -> str:
 
 def summary_table(result: SweepResult, ranking: list[Ranked], devices: str) -> str:
     """The table ``purerl sweep`` prints and writes to summary.txt."""
-    from purerl.results import format_table
-
     plan = result.plan
     head = [("algorithm", plan.config.algo), ("environment", plan.config.env),
             ("configurations", f"{len(plan.points)} x {plan.seeds} seed(s)"),
@@ -370,8 +372,6 @@ def summary_table(result: SweepResult, ranking: list[Ranked], devices: str) -> s
 def write_results(run_dir: Path, result: SweepResult, devices: str) -> str:
     """Every result file of a sweep in ``run_dir`` (:data:`RESULTS` and ``sweep_KEY.png`` per
     swept hyperparameter); returns the summary table."""
-    from purerl.results import as_lists
-
     plan = result.plan
     ranking = result.ranking()
     rundir.write_json(run_dir / "metrics.json", {

@@ -16,6 +16,7 @@ from helpers import xla_flags_with_devices
 SCRIPT = textwrap.dedent('''
     import json, shutil, sys
     from pathlib import Path
+    import numpy as np
     from purerl.cli import main
 
     out = Path(sys.argv[1])
@@ -36,6 +37,18 @@ SCRIPT = textwrap.dedent('''
         assert whole == resumed, kind
         summary = (run / "summary.txt").read_text()
         assert "2 cpu" in summary and ("data parallel" in summary) == bool(extra), summary
+    # a sweep's configurations x seeds shard like seeds: the same results as on one device
+    grid = ["--grid", "lr=1e-3,1e30,3e-3"]
+    assert main(["sweep", "ppo", *small, *grid, "--name", "sweep2"]) == 0
+    one_device = small[:small.index("--devices")] + small[small.index("--devices") + 2:]
+    assert main(["sweep", "ppo", *one_device, *grid, "--name", "sweep1"]) == 0
+    sharded, single = (json.loads((out / n / "metrics.json").read_text())
+                       for n in ("sweep2", "sweep1"))
+    for name in ("eval_return", "value_loss"):
+        a, b = (np.array(m[name], dtype=float)[[0, 2]] for m in (sharded, single))
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True), name
+    summary = (out / "sweep2" / "summary.txt").read_text()
+    assert "2 cpu, seeds sharded" in summary and "diverged" in summary, summary
     print("OK")
 ''')
 

@@ -262,3 +262,21 @@ def test_a_config_file_of_another_algorithm_or_with_unknown_keys_is_refused(tmp_
         assert main(["train", "ppo", "--config", str(path), "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_the_memory_estimate_covers_configurations_times_seeds(tmp_path, capsys, monkeypatch):
+    """2 seeds fit in the limit, 2 seeds x 64 configurations do not: refused before
+    compiling, naming what to lower."""
+    from purerl import memory
+
+    config = ppo.Config(**SMALL["ppo"])
+    per_run = sum(memory.estimate(ppo.make_agent(config), True).values())
+    monkeypatch.setenv(memory.ENV_VAR, str(per_run * 10))
+    lrs = "lr=" + ",".join(f"{1e-4 * (i + 1):g}" for i in range(64))
+    small = [f"{k}={v}" for k, v in SMALL["ppo"].items() if k != "total_timesteps"]
+    args = ["sweep", "ppo", "--no-preset", "--total-timesteps", "768", "--seeds", "2",
+            *[a for kv in small for a in ("--set", kv)], "--out", str(tmp_path)]
+    assert main([*args, "--grid", lrs]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the configurations x --seeds" in err[0], err
+    assert not any(tmp_path.iterdir())
