@@ -99,6 +99,10 @@ def _seeds(out: Path) -> None:
     sharded = distributed.train_seeds(train, keys)
     report["ppo_seeds"] = _max_diff(reference, sharded)
     report["ppo_seeds_sharding"] = str(jax.tree.leaves(sharded[0].params)[0].sharding.spec)
+    # a recurrent policy: the carries kept between updates shard with their seeds
+    gru = ppo.make_train(cfg["ppo"].replace(memory="gru", memory_size=8))
+    report["ppo_gru_seeds"] = _max_diff(loop.jit(jax.vmap(gru))(keys[:4]),
+                                        distributed.train_seeds(gru, keys[:4]))
     # 6 seeds on 4 devices: padded to 8 (the same compiled program), 6 come back
     padded = distributed.train_seeds(train, keys[:6])
     report["ppo_padded"] = _max_diff(jax.tree.map(lambda x: x[:6], reference), padded)
@@ -195,9 +199,10 @@ def results(tmp_path_factory):
     return report, arrays
 
 
-def test_sharded_seeds_equal_the_unsharded_vmap_for_ppo_and_sac(results):
+def test_sharded_seeds_equal_the_unsharded_vmap_for_ppo_sac_and_recurrent_ppo(results):
     report, _ = results
     assert report["ppo_seeds"] <= TOL and report["sac_seeds"] <= TOL, report
+    assert report["ppo_gru_seeds"] <= TOL, report  # recurrent PPO (memory="gru")
     assert report["ppo_seeds_sharding"] == "P('seed',)"  # each device holds its seeds
 
 
