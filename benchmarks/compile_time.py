@@ -26,10 +26,12 @@ HERE = Path(__file__).resolve().parent
 SETTINGS = {
     "XLA defaults (LLVM -O2, fusion emitters)": "",
     "purerl.jit on CPU (-O1)": "--xla_backend_optimization_level=1",
-    "-O1, no fusion emitters": "--xla_backend_optimization_level=1 "
-                               "--xla_cpu_use_fusion_emitters=false",
-    "-O0, no fusion emitters (the test suite)": "--xla_backend_optimization_level=0 "
-                                                "--xla_cpu_use_fusion_emitters=false",
+    "-O1, no fusion emitters (the test suite's purerl.jit)":
+        "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false",
+    "XLA's -O2, no fusion emitters (the test suite's plain jax.jit)":
+        "--xla_cpu_use_fusion_emitters=false",
+    "-O0, no fusion emitters (not used: chunked runs stop being bitwise)":
+        "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
 }
 
 CHILD = r"""

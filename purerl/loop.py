@@ -40,8 +40,9 @@ def compiler_options() -> dict[str, Any]:
     On CPU, LLVM optimisation level 1 instead of the default 2 compiles these small-network
     training programs about 1.5x faster and runs them as fast (benchmarks/RESULTS.md). Other
     backends get XLA's defaults, and so does a process whose ``XLA_FLAGS`` sets
-    ``--xla_backend_optimization_level`` itself (the user's choice wins; the test suite uses
-    it to compile at level 0).
+    ``--xla_backend_optimization_level`` itself (the user's choice wins). Level 0 compiles
+    faster still but breaks the bitwise equality of chunked and one-call runs
+    (docs/contract.md).
     """
     if jax.default_backend() != "cpu" or \
             "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):

@@ -3,19 +3,16 @@ import shutil
 import tempfile
 
 import jax
-import pytest
 
 # Tests run on the CPU; keep XLA from grabbing every core for its thread pools' warm-up.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The suite is mostly XLA compilation of small training programs. Two CPU compiler settings
-# cut it by more than half (benchmarks/RESULTS.md, "Compile time of the test suite"): without
-# XLA's CPU fusion emitters (on by default; they take about a third of the compile time here
-# and do not make these programs faster) and at LLVM optimisation level 0 (purerl.jit leaves
-# the level to XLA_FLAGS when it is set there). Every process of the session, subprocesses
-# included (they inherit the variable), compiles this way, so results compared across
-# processes come from the same compiler. The learning checks (marked slow) run long programs:
-# they compile at purerl's own level 1 (the fixture below), whose programs run 1.5-5x faster.
-TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+# The suite is mostly XLA compilation of small training programs. XLA's CPU fusion emitters
+# (on by default) take about a third of their compile time and do not make them run faster
+# (benchmarks/RESULTS.md, "Compile time of the test suite"), so every process of the session,
+# subprocesses included (they inherit the variable), compiles without them: results compared
+# across processes come from the same compiler. (LLVM level 0 would halve compile time again,
+# but at level 0 a chunked run is no longer bitwise the one-call run: docs/contract.md.)
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
 if "XLA_FLAGS" not in os.environ:
     os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS
 
@@ -38,12 +35,3 @@ def pytest_unconfigure(config):
     if getattr(config, "_purerl_cache_owner", False):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
-
-@pytest.fixture(autouse=True)
-def _learning_checks_compile_optimised(request, monkeypatch):
-    """purerl.jit at purerl's CPU level (1) inside tests marked slow (see TEST_XLA_FLAGS)."""
-    if request.node.get_closest_marker("slow") is not None:
-        from purerl import loop
-
-        monkeypatch.setattr(loop, "compiler_options",
-                            lambda: {"xla_backend_optimization_level": 1})

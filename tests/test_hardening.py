@@ -275,3 +275,12 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_only_finite_checkpoints(tmp
     # the diverged run's directory is taken now
     assert cli.main(args) == 2
     assert "already holds checkpoints" in _one_error_line(capsys.readouterr().err)
+
+
+def test_compiler_options_leave_the_level_to_xla_flags(monkeypatch):
+    """purerl.jit lowers LLVM's level to 1 on CPU unless XLA_FLAGS chooses one itself (this
+    suite's conftest compiles at 0 that way)."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+    assert loop.compiler_options() == {"xla_backend_optimization_level": 1}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert loop.compiler_options() == {}
