@@ -233,6 +233,24 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_results(swept, tmp_path):
     assert ranking == json.loads((swept / "summary.json").read_text())["ranking"]
 
 
+def test_a_random_search_from_the_command_line_is_seeded_and_recorded(tmp_path):
+    args = ["sweep", "ppo", "--no-preset", "--total-timesteps", "768", "--seeds", "1",
+            *[a for kv in ("num_envs=4", "num_steps=32", "update_epochs=1", "num_minibatches=1",
+                           "eval_episodes=2") for a in ("--set", kv)],
+            "--sample", "3", "lr=loguniform(1e-4,1e-2)", "--sample", "3",
+            "ent_coef=choice(0,0.01)", "--sample-seed", "5", "--out", str(tmp_path),
+            "--name", "r"]
+    assert main(args) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["sweep"]
+    again = sweeps.make_plan(ppo.Config(**SMALL["ppo"]), samples={
+        "lr": "loguniform(1e-4,1e-2)", "ent_coef": "choice(0,0.01)"}, num_samples=3,
+        sample_seed=5)
+    assert saved["points"] == list(again.points) and saved["sample_seed"] == 5
+    assert saved["samples"] == {"lr": "loguniform(0.0001,0.01)", "ent_coef": "choice(0,0.01)"}
+    rows = (tmp_path / "r" / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("config,seed,lr,ent_coef,") and len(rows) == 4
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--grid", "lrr=1e-3"], "unknown ppo config key 'lrr'"),
     (["--grid", "hidden_sizes=8,16"], "static field"),
