@@ -505,7 +505,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         except OSError as e:
             return _fail(f"{_os_error_text(e)}; {rundir.standing(run_dir, agent.num_updates)}",
                          EXIT_OS_ERROR)
-        print(_resume_message(run_dir, plan, agent, chunk, every, keep), file=sys.stderr)
+        print(_resume_message(run_dir, plan, agent, chunk, every, keep, sweep), file=sys.stderr)
         keys = None if run else (sweep.keys() if sweep else
                                  jax.random.split(jax.random.key(plan.seed), plan.seeds))
         return _guarded(run_dir, config, agent.num_updates, lambda: _summary(driver.train_run(
@@ -560,9 +560,16 @@ def _write_missing_results(run_dir: Path, plan: rundir.Resume, agent: loop.Agent
 
 
 def _resume_message(run_dir: Path, plan: rundir.Resume, agent: loop.Agent, chunk: int,
-                    every: int | None, keep: int) -> str:
+                    every: int | None, keep: int, sweep: sweeps.Plan | None = None) -> str:
     """The line ``purerl resume`` says before it trains."""
     run, config = plan.run, plan.config
+    if sweep is not None:
+        where = (f"from {run.path} at update {run.updates_done}" if run else
+                 "from the start (it stopped before its first checkpoint; the same keys)")
+        return (f"resuming the sweep of {plan.algo} on {config.env} {where}: "
+                f"{len(sweep.points)} configuration(s) x {sweep.seeds} seed(s), "
+                f"{agent.num_updates} updates, {chunk} per compiled call, "
+                f"{_checkpoint_note(every, keep)}")
     if run is None:
         return (f"{run_dir} stopped before its first checkpoint: training {plan.algo} on "
                 f"{config.env} again from the start ({plan.seeds} seed(s) from seed "
