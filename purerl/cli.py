@@ -828,7 +828,7 @@ def _add_sweep(commands: Any) -> None:
                    metavar=("N", "KEY=DIST"),
                    help="N random configurations, KEY drawn from loguniform(LO,HI), "
                         "uniform(LO,HI) or choice(A,B,...) (repeat with the same N for more "
-                        "keys; with --grid: N draws per grid point)")
+                        "keys; with --grid: the N draws combined with every grid point)")
     w.add_argument("--sample-seed", type=int,
                    help="random seed of the --sample draws (default: --seed)")
     w.add_argument("--name", help="sweep name (default: sweep_ALGO_ENV_TIMESTAMP)")
