@@ -140,6 +140,8 @@ def read_config_file(path: str, algo: str, config_cls: type) -> tuple[dict[str, 
         raise ValueError(f"--config {path}: cannot read it as JSON ({e})") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a JSON object of config fields")
+    if "best" in values and values["best"] is None:  # a sweep's best.json when all diverged
+        raise ValueError(f"--config {path} holds no configuration: {values.get('why')}")
     if values.get("algo", algo) != algo:
         raise ValueError(f"--config {path} is a {values['algo']} config, not {algo}'s; "
                          f"use 'purerl train {values['algo']} --config {path}'")

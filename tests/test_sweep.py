@@ -274,7 +274,11 @@ def test_a_config_file_of_another_algorithm_or_with_unknown_keys_is_refused(tmp_
     other.write_text(json.dumps({"algo": "dqn", "lr": 1e-3}))
     typo = tmp_path / "typo.json"
     typo.write_text(json.dumps({"lrr": 1e-3}))
+    none = tmp_path / "best.json"
+    none.write_text(json.dumps({"algo": "ppo", "best": None,
+                                "why": "every configuration diverged"}))
     for path, message in ((other, "is a dqn config, not ppo's"),
+                          (none, "holds no configuration: every configuration diverged"),
                           (typo, "unknown ppo config key 'lrr'"),
                           (tmp_path / "missing.json", "cannot read it")):
         assert main(["train", "ppo", "--config", str(path), "--out", str(tmp_path)]) == 2
