@@ -26,11 +26,11 @@ HERE = Path(__file__).resolve().parent
 SETTINGS = {
     "XLA defaults (LLVM -O2, fusion emitters)": "",
     "purerl.jit on CPU (-O1)": "--xla_backend_optimization_level=1",
-    "-O1, no fusion emitters (the test suite's purerl.jit)":
+    "-O1, no fusion emitters (the test suite: purerl.jit and jax.jit)":
         "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false",
-    "XLA's -O2, no fusion emitters (the test suite's plain jax.jit)":
+    "XLA's -O2, no fusion emitters (the test suite's plain jax.jit until 2026-12-07)":
         "--xla_cpu_use_fusion_emitters=false",
-    "-O0, no fusion emitters (not used: chunked runs stop being bitwise)":
+    "-O0, no fusion emitters (tests comparing to a tolerance: helpers.jit_level0)":
         "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
 }
 

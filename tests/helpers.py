@@ -63,6 +63,17 @@ def vmapped_run(algo: str, seeds: int = 3, **overrides):
     return keys, train, *purerl.jit(jax.vmap(train))(keys)
 
 
+def jit_level0(fn):
+    """``jax.jit`` at LLVM level 0: about half the compile time of level 1 (benchmarks/RESULTS.md,
+    "Compile time of the test suite") and up to 2x the run time, with results that differ from
+    level 1 in the last bits -- enough to flip a sampled action and send a run down another
+    trajectory (a level-0 single run left the tolerance of the contract's vmapped level-1 run for
+    PPO and SAC). So only for short programs checked against a learned target with a margin
+    (the probes' values and actions, a temperature's direction, finite losses), never compared
+    to another program's run, bitwise or to a tolerance."""
+    return jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0})
+
+
 def final_seed_evals(module, config, seeds=4, key=0):
     """The final deterministic evaluation of each of ``seeds`` vmapped runs (keys split from
     ``jax.random.key(key)``): what the learning checks assert on."""

@@ -279,7 +279,7 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_only_finite_checkpoints(tmp
 
 def test_compiler_options_leave_the_level_to_xla_flags(monkeypatch):
     """purerl.jit lowers LLVM's level to 1 on CPU unless XLA_FLAGS chooses one itself (this
-    suite's conftest compiles at 0 that way)."""
+    suite's conftest sets 1 that way, for plain jax.jit too)."""
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
     assert loop.compiler_options() == {"xla_backend_optimization_level": 1}
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")

@@ -9,7 +9,7 @@ import pytest
 
 import purerl
 from purerl import noise, pqn, returns
-from helpers import SMALL, final_seed_evals, vmapped_run
+from helpers import SMALL, final_seed_evals, jit_level0, vmapped_run
 
 
 def q_lambda_reference(r, m, term, trunc, gamma, lam):
@@ -154,7 +154,7 @@ def test_continuous_actions_and_bad_values_are_one_line_errors():
 def test_options_compile_and_report_finite_losses():
     for opts in [dict(loss="huber", anneal_lr=True, layer_norm=False),
                  dict(normalize_obs=True, q_lambda=0.0)]:
-        _, m = purerl.jit(pqn.make_train({**SMALL["pqn"], **opts}))(jax.random.key(2))
+        _, m = jit_level0(pqn.make_train({**SMALL["pqn"], **opts}))(jax.random.key(2))
         assert np.isfinite(np.asarray(m["loss"])).all(), opts
         assert (np.asarray(m["td_error"]) >= 0).all()
 

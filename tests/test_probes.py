@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import jit_level0
 
 import purerl
 from purerl import loop
@@ -52,7 +53,7 @@ def train_on_probe(algo: str, kind: str):
     config, continuous = PROBE_CONFIGS[algo]
     env = f"Probe{kind}{'Continuous' if continuous else ''}-v0"
     agent = purerl.get_algorithm(algo).make_agent({**config, "env": env})
-    state, _ = purerl.jit(loop.make_train_fn(agent))(jax.random.key(0))
+    state, _ = jit_level0(loop.make_train_fn(agent))(jax.random.key(0))
     return agent, state
 
 

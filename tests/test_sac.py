@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, numpy_twin_q,
-                     run_updates, vmapped_run)
+from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, jit_level0,
+                     numpy_twin_q, run_updates, vmapped_run)
 
 import purerl
 from purerl import envs, losses, sac
@@ -164,7 +164,7 @@ def test_trainer_temperature_follows_the_entropy_target(scale, rises):
     action can have (log 2, uniform): alpha must keep rising. Scale 30 asks for -30 nats: far
     below, so alpha must keep falling."""
     config = {**SMALL, "target_entropy_scale": scale, "alpha_lr": 1e-2}
-    _, metrics = purerl.jit(sac.make_train(config))(jax.random.key(0))
+    _, metrics = jit_level0(sac.make_train(config))(jax.random.key(0))
     alpha = np.asarray(metrics["alpha"])[29:]  # learning updates only
     assert np.isfinite(alpha).all()
     steps = np.diff(alpha)
