@@ -30,7 +30,7 @@ SETTINGS = {
         "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false",
     "XLA's -O2, no fusion emitters (the test suite's plain jax.jit until 2026-12-07)":
         "--xla_cpu_use_fusion_emitters=false",
-    "-O0, no fusion emitters (tests comparing to a tolerance: helpers.jit_level0)":
+    "-O0, no fusion emitters (helpers.jit_level0: short learned-target checks)":
         "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
 }
 
