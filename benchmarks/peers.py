@@ -233,6 +233,9 @@ def compare(name: str, seeds: int, repeats: int, steps: int | None, env: str | N
     ours, theirs = [], []
     for i in range(repeats):
         ours.append(run_purerl(pair, seeds, steps, env, preset))
+        # printed before the peer runs: a peer that hangs or fails does not lose purerl's side
+        print(f"{name} repeat {i + 1}/{repeats}: purerl {json.dumps(ours[-1])}", file=sys.stderr,
+              flush=True)
         theirs.append(run_peer(pair, seeds, steps, env))
         print(f"{name} repeat {i + 1}/{repeats}: purerl {ours[-1]['run_s']} s, peer "
               f"{theirs[-1]['run_s']} s", file=sys.stderr)
