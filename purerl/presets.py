@@ -466,7 +466,8 @@ register("ppo", "MemoryChain-bsuite", total_timesteps=50_000, num_minibatches=2,
 register("a2c", "MemoryChain-bsuite", total_timesteps=30_000, **_MEMORY_CHAIN)
 # A2C on StatelessPendulum-v1: A2C's Pendulum-v1 preset (8 envs x 8 steps, GAE, gamma 0.9,
 # Adam, normalised observations and advantages, clip 10, 2M steps) with a GRU of 64 after a
-# 64-unit layer; lr 1e-3 -233.7 +- 49.2 on seeds 0-7 where 3e-3 reached -575.2 (RESULTS.md)
+# 64-unit layer; lr 1e-3 -234.4 +- 75.2 (suite.py; a sweep of the same keys -233.7), lr 3e-3
+# -575.2, the feed-forward twin -1004.7 (RESULTS.md)
 register("a2c", "StatelessPendulum-v1", **{**lookup("a2c", "Pendulum-v1").overrides,
                                            "memory": "gru", "memory_size": 64,
                                            "hidden_sizes": (64,)})

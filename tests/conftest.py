@@ -11,8 +11,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # (benchmarks/RESULTS.md, "Compile time of the test suite"), so every process of the session,
 # subprocesses included (they inherit the variable), compiles without them: results compared
 # across processes come from the same compiler. LLVM's level 1 is what purerl.jit asks for on
-# the CPU; set here, it also holds for the tests' plain jax.jit (XLA's default is 2, about 20%
-# slower to compile). Level 0 would halve compile time again, but at level 0 a chunked run is no
+# the CPU; set here, it also holds for the tests' plain jax.jit (XLA's default is 2: 27-54%
+# more compile time for the small trainer programs). Level 0 would halve compile time again, but at level 0 a chunked run is no
 # longer bitwise the one-call run (docs/contract.md), and its last-bit differences can send a
 # run down another trajectory: only short programs checked against a learned target with a
 # margin use it (helpers.jit_level0).
