@@ -12,10 +12,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # subprocesses included (they inherit the variable), compiles without them: results compared
 # across processes come from the same compiler. LLVM's level 1 is what purerl.jit asks for on
 # the CPU; set here, it also holds for the tests' plain jax.jit (XLA's default is 2: 27-54%
-# more compile time for the small trainer programs). Level 0 would halve compile time again, but at level 0 a chunked run is no
-# longer bitwise the one-call run (docs/contract.md), and its last-bit differences can send a
-# run down another trajectory: only short programs checked against a learned target with a
-# margin use it (helpers.jit_level0).
+# more compile time for the small trainer programs). Level 0 would halve compile time again,
+# but at level 0 a chunked run is no longer bitwise the one-call run (docs/contract.md), and its
+# last-bit differences can send a run down another trajectory: only short programs checked
+# against a learned target with a margin use it (helpers.jit_level0).
 TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1"
 if "XLA_FLAGS" not in os.environ:
     os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS
