@@ -50,9 +50,11 @@ PAIRS: dict[str, dict] = {
                     max_grad_norm=0.5, activation="tanh", hidden_sizes=(64, 64))),
     # PureJaxRL's recurrent PPO (ppo_rnn.py) on its own CartPole config: Dense 128 (relu) ->
     # GRU 128 -> actor and critic heads of one 128-unit layer; 4 envs x 128 steps, 4 epochs x 4
-    # minibatches of whole sequences (one environment each)
+    # minibatches of whole sequences (one environment each); run through purejaxrl_gru_run.py, which
+    # initialises flax's GRUCell without the LAPACK QR that can hang the peer's process
     "ppo-rnn-purejaxrl": dict(
-        algo="ppo", peer=["purejaxrl_run.py", "{peers}/purejaxrl", "--script", "ppo_rnn"],
+        algo="ppo", peer=["{here}/purejaxrl_gru_run.py", "{peers}/purejaxrl", "--script",
+                          "ppo_rnn"],
         steps=500_000, peer_final="training",
         config=dict(env="CartPole-v1", memory="gru", memory_size=128, hidden_sizes=(128,),
                     activation="relu", num_envs=4, num_steps=128, update_epochs=4,
@@ -198,7 +200,8 @@ def run_peer(pair: dict, seeds: int, steps: int, env: str | None = None) -> dict
             body = {k: v.format(env=env) if isinstance(v, str) else v
                     for k, v in pair["peer_config"].items()}
             config.write_text(json.dumps({pair["peer"][2]: body}))
-        script, *args = [a.format(peers=PEERS, env=env, config=config) for a in pair["peer"]]
+        script, *args = [a.format(peers=PEERS, env=env, config=config, here=HERE)
+                         for a in pair["peer"]]
         out = subprocess.run([python, str(PEERS / script), *args, str(seeds), str(steps)],
                              capture_output=True, text=True, check=True).stdout
     return _last_json(out)

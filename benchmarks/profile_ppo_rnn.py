@@ -26,7 +26,10 @@ Levers (``--levers``, each measured in the same process):
 * ``flax``: flax's own ``nn.GRUCell`` / ``nn.OptimizedLSTMCell`` applied at every step inside
   the scan with the same parameters (what PureJaxRL's ``ScannedRNN`` does), autodiff;
 * ``unroll4``: the fused core with the time loop unrolled 4 steps per iteration
-  (``lax.scan``'s ``unroll``).
+  (``lax.scan``'s ``unroll``);
+* ``ynn``: the fused core compiled with XLA:CPU's YNNPACK fusions (the feed-forward options;
+  every other lever compiles as purerl compiles a recurrent program, without them:
+  :func:`purerl.loop.compiler_options`).
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ from purerl import ppo, recurrent, rollout  # noqa: E402
 from peers import PAIRS  # noqa: E402
 
 
-def timed(fn, state, iters: int, repeats: int = 2) -> float:
-    """Seconds per iteration of ``fn`` scanned ``iters`` times (best of ``repeats``)."""
+def timed(fn, state, iters: int, repeats: int = 2, ynn: bool = False) -> float:
+    """Seconds per iteration of ``fn`` scanned ``iters`` times (best of ``repeats``), compiled
+    as purerl compiles a recurrent program (``ynn``: with XLA's YNNPACK fusions)."""
     def loop(s):
         return jax.lax.scan(lambda s, _: (fn(s), None), s, None, iters)[0]
 
-    compiled = purerl.jit(jax.vmap(loop)).lower(state).compile()
+    options = purerl.compiler_options(recurrent=not ynn)
+    compiled = jax.jit(jax.vmap(loop), compiler_options=options or None).lower(state).compile()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -80,7 +85,7 @@ class _FlaxCellCore(recurrent.Core):
 
 
 LEVERS = {"fused": {}, "autodiff": {"fused_backward": False}, "unroll4": {"unroll": 4},
-          "flax": {}}
+          "flax": {}, "ynn": {}}
 
 
 def profile(config: ppo.Config, seeds: int, iters: int, lever: str) -> dict[str, float]:
@@ -132,11 +137,12 @@ def profile(config: ppo.Config, seeds: int, iters: int, lever: str) -> dict[str,
                            policy=policy)
         return new, b
 
+    ynn = lever == "ynn"
     return {
-        "rollout": timed(collect, states, iters),
-        "batch": timed(batch, (states, seq0), iters),
-        "learn": timed(learn, (states, batch0), iters),
-        "update": timed(lambda s: agent.update(s)[0], states, iters),
+        "rollout": timed(collect, states, iters, ynn=ynn),
+        "batch": timed(batch, (states, seq0), iters, ynn=ynn),
+        "learn": timed(learn, (states, batch0), iters, ynn=ynn),
+        "update": timed(lambda s: agent.update(s)[0], states, iters, ynn=ynn),
     }
 
 
@@ -144,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--levers", default="fused,autodiff,flax,unroll4")
+    parser.add_argument("--levers", default="fused,ynn,autodiff,flax,unroll4")
     parser.add_argument("--repeats", type=int, default=1, help="rounds over the levers")
     parser.add_argument("--memory", default="gru", choices=recurrent.CELLS)
     args = parser.parse_args()

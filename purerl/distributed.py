@@ -205,7 +205,7 @@ def _sharded_program(fn: Callable, axes: tuple, treedef: Any, impls: tuple, mesh
     # check_vma=False: purerl's scans start from unsharded zeros (e.g. the orthogonal
     # initialiser's carry), which the replication checker rejects; nothing here communicates
     return loop.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(axis),
-                                  check_vma=False))
+                                  check_vma=False), recurrent=loop.is_recurrent(fn))
 
 
 def _leaf_axes(treedef: Any, axes: tuple) -> list:

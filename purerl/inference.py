@@ -104,7 +104,7 @@ class LoadedRun(checkpoint.RestoredRun):
                                            episodes, stochastic=not deterministic,
                                            memory=_memory(self.agent, episodes))
 
-        return np.asarray(purerl.jit(jax.vmap(one))(self.state, keys))
+        return np.asarray(purerl.jit(jax.vmap(one), recurrent=self.recurrent)(self.state, keys))
 
     def record_episode(self, seed: int = 0, episodes: int | None = None,
                        key: jax.Array | None = None, deterministic: bool = True
@@ -122,7 +122,8 @@ class LoadedRun(checkpoint.RestoredRun):
                                           memory=_memory(self.agent, episodes))
 
         seed %= self.num_seeds
-        return jax.device_get(purerl.jit(one)(self.seed_state(seed), keys[seed]))
+        return jax.device_get(purerl.jit(one, recurrent=self.recurrent)(self.seed_state(seed),
+                                                                         keys[seed]))
 
 
 def load(path: str | os.PathLike, *, algo: str | None = None) -> LoadedRun:

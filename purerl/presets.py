@@ -447,7 +447,8 @@ register("off_policy_ac", "Pendulum-v1", total_timesteps=15_000, num_envs=4,
 # envs x 64 steps; 200k steps reached 416 on 4 seeds (the 64-unit net at lr 3e-3: 400 at 200k).
 # 8 envs x 64 in 2 minibatches runs 2.4x faster but measured 363.2 +- 103.6 (suite.py) and
 # 398.4 +- 121.5 (a sweep's seeds); lr 7e-4, 500k steps, ent_coef 0 / 0.003, normalised
-# observations and 32 envs did no better (grids in RESULTS.md)
+# observations and 32 envs did no better (grids in RESULTS.md); with the heads' gain 2
+# (PureJaxRL's, 2026-12-07) 362.5 +- 120.4 (before 381.3 +- 167.6)
 register("ppo", "StatelessCartPole-v1", total_timesteps=300_000, memory="gru",
          memory_size=128, hidden_sizes=(128,), activation="relu", num_envs=16, num_steps=64,
          num_minibatches=4, lr=1e-3, eval_every=30)
@@ -467,11 +468,13 @@ register("a2c", "MemoryChain-bsuite", total_timesteps=30_000, **_MEMORY_CHAIN)
 # A2C on StatelessPendulum-v1: A2C's Pendulum-v1 preset (8 envs x 8 steps, GAE, gamma 0.9,
 # Adam, normalised observations and advantages, clip 10, 2M steps) with a GRU of 64 after a
 # 64-unit layer; lr 1e-3 -234.4 +- 75.2 (suite.py; a sweep of the same keys -233.7), lr 3e-3
-# -575.2, the feed-forward twin -1004.7 (RESULTS.md)
+# -575.2, the feed-forward twin -1004.7 (RESULTS.md); -224.0 +- 85.1 after the recurrent heads'
+# initialisation became PureJaxRL's (gain 2)
 register("a2c", "StatelessPendulum-v1", **{**lookup("a2c", "Pendulum-v1").overrides,
                                            "memory": "gru", "memory_size": 64,
                                            "hidden_sizes": (64,)})
-# A2C on StatelessCartPole-v1: Adam, 16 envs x 32-step segments (backpropagation through each)
+# A2C on StatelessCartPole-v1: Adam, 16 envs x 32-step segments (backpropagation through each);
+# 357.8 +- 190.6 with the heads' gain 2 (PureJaxRL's, 2026-12-07), 172.1 +- 173.4 before
 register("a2c", "StatelessCartPole-v1", total_timesteps=300_000, memory="gru", memory_size=64,
          hidden_sizes=(64,), num_envs=16, num_steps=32, optimizer="adam", lr=3e-3,
          eval_every=30)

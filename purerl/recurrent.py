@@ -23,9 +23,9 @@ sequences the policy acted on.
 
 :class:`RecurrentActorCritic` is PureJaxRL's ``ActorCriticRNN`` generalised: torso
 (``hidden_sizes``) -> cell (``memory_size``) -> a policy head and a value head, each one
-hidden layer of ``hidden_sizes[-1]`` units and its output. The torso and the cell are shared by
-the policy and the value function (as in PureJaxRL's and CleanRL's recurrent PPO), so one
-sequential pass serves both.
+hidden layer of ``hidden_sizes[-1]`` units (orthogonal gain 2, as PureJaxRL's) and its
+output. The torso and the cell are shared by the policy and the value function (as in
+PureJaxRL's and CleanRL's recurrent PPO), so one sequential pass serves both.
 """
 
 from __future__ import annotations
@@ -302,6 +302,13 @@ class _Encoder(nn.Module):
         return features(self, obs, self.obs_ndim)
 
 
+# The heads' hidden layers are initialised with orthogonal gain 2, as in PureJaxRL's
+# ActorCriticRNN (the feed-forward networks use sqrt(2)). Measured on its CartPole config, 64
+# seeds x 20k steps, two sets of keys: training returns 114.0 and 118.5 with gain 2, 98.8 and
+# 102.2 with sqrt(2) (standard errors about 4), PureJaxRL 120.7 (benchmarks/RESULTS.md).
+HEAD_GAIN = 2.0
+
+
 class _PolicyHead(nn.Module):
     spec: EnvSpec
     width: int
@@ -311,7 +318,7 @@ class _PolicyHead(nn.Module):
     @nn.compact
     def __call__(self, h: jax.Array):
         return _policy_head(self, ACTIVATIONS[self.activation](dense(self.width,
-                                                                     np.sqrt(2.0))(h)))
+                                                                     HEAD_GAIN)(h)))
 
 
 class _ValueHead(nn.Module):
@@ -320,7 +327,7 @@ class _ValueHead(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        x = ACTIVATIONS[self.activation](dense(self.width, np.sqrt(2.0))(h))
+        x = ACTIVATIONS[self.activation](dense(self.width, HEAD_GAIN)(h))
         return dense(1, 1.0)(x)[..., 0]
 
 

@@ -284,3 +284,30 @@ def test_compiler_options_leave_the_level_to_xla_flags(monkeypatch):
     assert loop.compiler_options() == {"xla_backend_optimization_level": 1}
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
     assert loop.compiler_options() == {}
+
+
+def test_recurrent_programs_compile_without_ynn_fusions(monkeypatch):
+    """make_train marks a recurrent policy's function, jax.vmap and functools.partial keep the
+    mark, and purerl.jit then compiles without XLA:CPU's YNNPACK fusions (faster for the
+    recurrent core, slower for feed-forward networks: benchmarks/RESULTS.md)."""
+    import functools
+
+    from purerl import ppo
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+    assert loop.compiler_options(recurrent=True) == {
+        "xla_backend_optimization_level": 1, "xla_cpu_experimental_ynn_fusion_type": ""}
+    small = dict(num_envs=2, num_steps=4, num_minibatches=2, total_timesteps=16)
+    gru = ppo.make_train(dict(small, memory="gru", memory_size=8))
+    assert loop.is_recurrent(jax.vmap(jax.vmap(gru)))
+    assert loop.is_recurrent(functools.partial(gru, hparams=None))
+    assert not loop.is_recurrent(ppo.make_train(small))
+    assert not loop.is_recurrent(lambda key: gru(key))  # documented: a lambda hides it
+
+    def matmul(a, b):
+        return a @ b
+
+    a = jax.numpy.ones((8, 64, 64))
+    texts = {r: loop.jit(matmul, recurrent=r).lower(a, a).compile().as_text() for r in (0, 1)}
+    assert "__ynn_fusion" in texts[0]  # this jaxlib fuses the dot into YNNPACK by default
+    assert "__ynn_fusion" not in texts[1]

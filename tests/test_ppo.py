@@ -103,13 +103,14 @@ def test_ppo_clip_solves_cartpole_within_150k_steps():
 
 @pytest.mark.slow
 def test_ppo_kl_penalty_learns_cartpole():
-    """The median over 16 seeds, not the mean over 4: with the adaptive penalty (Schulman et al.
-    2017, section 4) beta halves on every update whose KL stays under d_targ / 1.5, so once a
-    seed has solved CartPole beta can decay towards zero and a later large step collapse the
-    policy. About one seed in eight does so by 250k steps (4 of 32 seeds over two versions of
-    the code), and which seeds do depends on the machine's float rounding."""
-    final = final_seed_evals(ppo, ppo.Config(variant="kl_penalty", total_timesteps=250_000),
-                             seeds=16)
+    """The median over 8 seeds, not the mean: with the adaptive penalty (Schulman et al. 2017,
+    section 4) beta halves on every update whose KL stays under d_targ / 1.5, so once a seed has
+    solved CartPole beta can decay towards zero and a later large step collapse the policy, and
+    which seeds do depends on the machine's float rounding. At 150k steps 31 of 32 seeds
+    measured ended at 500 and one at 183 (2026-12-07; by 250k about one seed in eight had
+    collapsed), so the median of 8 fails only if 4 do."""
+    final = final_seed_evals(ppo, ppo.Config(variant="kl_penalty", total_timesteps=150_000),
+                             seeds=8)
     assert np.median(final) >= 475, final
 
 

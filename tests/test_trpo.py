@@ -125,10 +125,11 @@ def test_trpo_is_registered():
 
 @pytest.mark.slow
 def test_trpo_solves_cartpole():
-    """The median over 16 seeds: about one seed in six has not yet reached 475 at 150k steps
-    (5 of 32 measured, at 287-407), and which ones depends on the machine's float
-    rounding, so a 4-seed mean fails on one machine and passes on another for the same code."""
-    final = final_seed_evals(trpo, dict(total_timesteps=150_000, eval_every=0), seeds=16)
+    """The median over 16 seeds: about one seed in six has not yet reached 475 at 100k steps
+    (5 of 32 measured on 2026-12-07, at 360-467; at 150k also 5 of 32, at 287-407), and which
+    ones depends on the machine's float rounding, so a 4-seed mean fails on one machine and
+    passes on another for the same code; the median of 16 fails only if 8 do."""
+    final = final_seed_evals(trpo, dict(total_timesteps=100_000, eval_every=0), seeds=16)
     assert np.median(final) >= 475, final
 
 
