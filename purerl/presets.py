@@ -448,10 +448,12 @@ register("off_policy_ac", "Pendulum-v1", total_timesteps=15_000, num_envs=4,
 # 8 envs x 64 in 2 minibatches runs 2.4x faster but measured 363.2 +- 103.6 (suite.py) and
 # 398.4 +- 121.5 (a sweep's seeds); lr 7e-4, 500k steps, ent_coef 0 / 0.003, normalised
 # observations and 32 envs did no better (grids in RESULTS.md); with the heads' gain 2
-# (PureJaxRL's, 2026-12-07) 362.5 +- 120.4 (before 381.3 +- 167.6)
+# (PureJaxRL's, 2026-12-07) 362.5 +- 120.4 (before 381.3 +- 167.6). Entropy bonus 0.05: seeds
+# that reached 500 fell back later at 0.01; a sweep of 8 seeds (RESULTS.md): 0.01 362.5, 0.03
+# 340.8, 0.05 420.7, 0.1 416.3, 0.2 328.2
 register("ppo", "StatelessCartPole-v1", total_timesteps=300_000, memory="gru",
          memory_size=128, hidden_sizes=(128,), activation="relu", num_envs=16, num_steps=64,
-         num_minibatches=4, lr=1e-3, eval_every=30)
+         num_minibatches=4, lr=1e-3, ent_coef=0.05, eval_every=30)
 # StatelessPendulum-v1: the Pendulum preset's short horizon (gamma 0.9, normalised obs, no
 # entropy, 10 epochs) with 32 envs x 64 steps split into 8 minibatches of 4 sequences
 register("ppo", "StatelessPendulum-v1", total_timesteps=200_000, memory="gru", memory_size=64,
@@ -473,11 +475,13 @@ register("a2c", "MemoryChain-bsuite", total_timesteps=30_000, **_MEMORY_CHAIN)
 register("a2c", "StatelessPendulum-v1", **{**lookup("a2c", "Pendulum-v1").overrides,
                                            "memory": "gru", "memory_size": 64,
                                            "hidden_sizes": (64,)})
-# A2C on StatelessCartPole-v1: Adam, 16 envs x 32-step segments (backpropagation through each);
-# 357.8 +- 190.6 with the heads' gain 2 (PureJaxRL's, 2026-12-07), 172.1 +- 173.4 before
-register("a2c", "StatelessCartPole-v1", total_timesteps=300_000, memory="gru", memory_size=64,
+# A2C on StatelessCartPole-v1: Adam, 16 envs x 32-step segments (backpropagation through each),
+# entropy bonus 0.1. At 300k steps and 0.01: 357.8 +- 190.6, seeds that reach 500 and then fall
+# back; sweeps of 8 seeds at 500k (RESULTS.md): ent_coef 0.01 355.3, 0.03 428.2, 0.1 462.3
+# (lr 3e-3); GAE, normalised advantages and 32 or 64 envs did no better
+register("a2c", "StatelessCartPole-v1", total_timesteps=500_000, memory="gru", memory_size=64,
          hidden_sizes=(64,), num_envs=16, num_steps=32, optimizer="adam", lr=3e-3,
-         eval_every=30)
+         ent_coef=0.1, eval_every=30)
 
 # MuJoCo Playground (Zakka et al. 2025), DM Control's cartpole balance: the cheapest task on
 # the CPU (about 400k env steps/s); the others wait for a GPU.

@@ -3,6 +3,7 @@ import shutil
 import tempfile
 
 import jax
+import pytest
 
 # Tests run on the CPU; keep XLA from grabbing every core for its thread pools' warm-up.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -14,8 +15,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # the CPU; set here, it also holds for the tests' plain jax.jit (XLA's default is 2: 27-54%
 # more compile time for the small trainer programs). Level 0 would halve compile time again,
 # but at level 0 a chunked run is no longer bitwise the one-call run (docs/contract.md), and its
-# last-bit differences can send a run down another trajectory: only short programs checked
-# against a learned target with a margin use it (helpers.jit_level0).
+# last-bit differences can send a run down another trajectory. So level 0 only where no run is
+# compared with a level-1 run: short programs checked against a learned target with a margin
+# (helpers.jit_level0), tests of what a run prints, saves or reports (the purerl_jit_level0
+# fixture, helpers.purerl_jit_at_level0), and subprocesses whose runs are compared with each
+# other (helpers.subprocess_xla_flags).
 TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1"
 if "XLA_FLAGS" not in os.environ:
     os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS
@@ -39,3 +43,12 @@ def pytest_unconfigure(config):
     if getattr(config, "_purerl_cache_owner", False):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
+
+
+@pytest.fixture
+def purerl_jit_level0():
+    """``purerl.jit`` at LLVM level 0 for one test (helpers.purerl_jit_at_level0)."""
+    from helpers import purerl_jit_at_level0
+
+    with purerl_jit_at_level0():
+        yield

@@ -5,6 +5,7 @@ import ...``: pyproject.toml puts tests/ on pytest's ``pythonpath``.)"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -74,6 +75,28 @@ def jit_level0(fn):
     return jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0})
 
 
+@contextlib.contextmanager
+def purerl_jit_at_level0():
+    """Within it, ``purerl.jit`` -- and so ``run_chunked``, the CLI, ``purerl.load``'s evaluation
+    and the notebooks -- compiles at LLVM level 0 (as :func:`jit_level0`), the other options of
+    ``purerl.compiler_options`` unchanged. For tests whose runs are checked for what they print,
+    save or learn with a margin, or resumed on one device to the same run's metrics (a
+    single-device resume replays the same chunk program; checked in test_playground), never
+    compared with a level-1 program."""
+    original = loop.compiler_options
+
+    def level0(recurrent: bool = False) -> dict:
+        options = original(recurrent)
+        return {**options, "xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" \
+            else options
+
+    loop.compiler_options = level0
+    try:
+        yield
+    finally:
+        loop.compiler_options = original
+
+
 def final_seed_evals(module, config, seeds=4, key=0):
     """The final deterministic evaluation of each of ``seeds`` vmapped runs (keys split from
     ``jax.random.key(key)``): what the learning checks assert on."""
@@ -133,11 +156,22 @@ def numpy_twin_q(obs, action):
     return np.stack([q1, q2])
 
 
-def xla_flags_with_devices(devices: int) -> str:
-    """This session's XLA_FLAGS (tests/conftest.py) with ``devices`` fake CPU devices."""
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]
-    return " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+def subprocess_xla_flags(devices: int | None = None, level: int | None = None) -> str:
+    """This session's XLA_FLAGS (tests/conftest.py) for a new process, with ``devices`` fake CPU
+    devices and/or LLVM optimisation ``level`` (which ``purerl.jit`` then keeps, see
+    ``purerl.compiler_options``).
+
+    Level 0 compiles about 2.3x faster and runs up to 1.5x slower (benchmarks/RESULTS.md,
+    "Compile time of the test suite"), with results that differ from level 1 in the last bits:
+    so only for a process whose runs are compared to a tolerance with runs of the same process or
+    of processes at the same level, never with a level-1 run. (Bitwise resumes are not safe
+    there: a data-parallel run resumed at level 0 left the uninterrupted run's metrics.)"""
+    dropped = ("--xla_force_host_platform_device_count", "--xla_backend_optimization_level")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(dropped)]
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    flags.append(f"--xla_backend_optimization_level={1 if level is None else level}")
+    return " ".join(flags)
 
 
 def subprocess_env() -> dict[str, str]:
@@ -163,7 +197,8 @@ DISTRIBUTED_SCRIPT = Path(__file__).resolve().with_name("test_distributed.py")
 def run_distributed_script(runs: list[tuple[list[str], int | None]]) -> None:
     """Run :data:`DISTRIBUTED_SCRIPT` once per ``(arguments, fake CPU devices or None)``, all at
     once (the 2-core CI machine overlaps their compilations); fails with a process's output if
-    it fails."""
+    it fails. Every process compiles at LLVM level 0 (:func:`subprocess_xla_flags`): their checks
+    compare programs of those processes to :data:`DISTRIBUTED_TOL`."""
     env = dict(subprocess_env(), JAX_PLATFORMS="cpu")
     # the script imports this module, which imports purerl: the checkout's, installed or not
     root = str(DISTRIBUTED_SCRIPT.parent.parent)
@@ -171,7 +206,7 @@ def run_distributed_script(runs: list[tuple[list[str], int | None]]) -> None:
     script = [sys.executable, str(DISTRIBUTED_SCRIPT)]
     procs = []
     for args, devices in runs:
-        run_env = env if devices is None else dict(env, XLA_FLAGS=xla_flags_with_devices(devices))
+        run_env = dict(env, XLA_FLAGS=subprocess_xla_flags(devices, level=0))
         procs.append(subprocess.Popen(script + args, env=run_env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     logs = []
@@ -208,9 +243,10 @@ def run_notebook(path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("PURERL_NOTEBOOK_BUDGET", "8192")
     cells = json.loads(path.read_text())["cells"]
     namespace: dict = {}
-    for cell in cells:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), f"{path.name}", "exec"), namespace)
+    with purerl_jit_at_level0():  # checked for what they print; compiling is most of their time
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                exec(compile("".join(cell["source"]), f"{path.name}", "exec"), namespace)
     out = capsys.readouterr().out
     expected = NOTEBOOK_EXPECTED[path.name]
     for marker in set(expected):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 
 import pytest
+from helpers import subprocess_xla_flags
 
 from purerl import ppo, probes
 from purerl.cli import main, parse_overrides
@@ -17,7 +19,7 @@ from purerl.cli import main, parse_overrides
 TRAIN = ["train", "ppo", "--env", "CartPole-v1", "--total-timesteps", "20000"]
 
 
-def test_train_writes_run_directory(tmp_path, capsys):
+def test_train_writes_run_directory(tmp_path, capsys, purerl_jit_level0):
     assert main([*TRAIN, "--seeds", "2", "--out", str(tmp_path), "--name", "t"]) == 0
     run = tmp_path / "t"
     for name in ("config.json", "metrics.json", "metrics.csv", "learning_curve.png",
@@ -50,7 +52,8 @@ def test_train_writes_run_directory(tmp_path, capsys):
 def test_module_entry_point(tmp_path):
     """``python -m purerl train ...`` as documented (the only subprocess training run)."""
     result = subprocess.run([sys.executable, "-m", "purerl", *TRAIN, "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "XLA_FLAGS": subprocess_xla_flags(level=0)})
     assert result.returncode == 0, result.stderr
     (run,) = tmp_path.iterdir()
     assert run.name.startswith("ppo_CartPole-v1_")

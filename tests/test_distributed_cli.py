@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-from helpers import xla_flags_with_devices
+from helpers import subprocess_xla_flags
 
 SCRIPT = textwrap.dedent('''
     import json, shutil, sys
@@ -54,8 +54,9 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_sharded_and_data_parallel_runs_resume_to_the_uninterrupted_metrics(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": xla_flags_with_devices(2),
-           "JAX_PLATFORMS": "cpu"}
+    # level 1 (not 0): at level 0 the resumed data-parallel run left the uninterrupted one's
+    # metrics -- the resumed chunks are not the same program there
+    env = {**os.environ, "XLA_FLAGS": subprocess_xla_flags(2), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

@@ -67,7 +67,7 @@ def test_metrics_buffer_fill_and_gradient_step_count():
     np.testing.assert_array_equal(state_b.grad_step, [2 * 27] * 3)
 
 
-def test_epsilon_schedule_values_are_exact():
+def test_epsilon_schedule_values_are_exact(purerl_jit_level0):
     cfg = dict(SMALL, epsilon_start=0.9, epsilon_end=0.1, exploration_fraction=0.5)
     _, m = purerl.jit(dqn.make_train(cfg))(jax.random.key(3))
     steps_before = 4 * np.arange(30)
@@ -159,7 +159,7 @@ def test_polyak_target_moves_toward_online():
         assert dist(state.target_params, state.params) < dist(prev.target_params, state.params)
 
 
-def test_options_compile_and_report_finite_losses():
+def test_options_compile_and_report_finite_losses(purerl_jit_level0):
     for opts in [dict(double_dqn=False, dueling=True, loss="huber", anneal_lr=False),
                  dict(normalize_obs=True, tau=0.05, target_update_every=1)]:
         _, m = purerl.jit(dqn.make_train(dict(SMALL, **opts)))(jax.random.key(2))

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, run_updates,
-                     subprocess_env, vmapped_run, xla_flags_with_devices)
+                     subprocess_env, subprocess_xla_flags, vmapped_run)
 
 import purerl
 from purerl import envs, loop, off_policy_ac
@@ -331,7 +331,7 @@ def _parallel(out: str) -> None:
 def test_data_parallel_on_4_devices_equals_one_device(tmp_path):
     out = tmp_path / "parallel.json"
     env = dict(subprocess_env(), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=xla_flags_with_devices(4))
+               XLA_FLAGS=subprocess_xla_flags(4, level=0))  # both runs in it, to 1e-5
     root = str(Path(__file__).resolve().parent.parent)  # the checkout's purerl, installed or not
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, __file__, "parallel", str(out)], env=env,

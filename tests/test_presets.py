@@ -148,7 +148,7 @@ def test_cli_runs_evaluate_at_least_ten_times(updates, every, expected):
     assert (note is None) == (expected == every)
 
 
-def test_cli_run_saves_the_preset_name_and_lists_presets(tmp_path, capsys):
+def test_cli_run_saves_the_preset_name_and_lists_presets(tmp_path, capsys, purerl_jit_level0):
     code = cli.main(["train", "a2c", "--env", "Acrobot-v1", "--total-timesteps", "4000",
                      "--out", str(tmp_path), "--name", "run"])
     assert code == 0

@@ -306,10 +306,10 @@ MEMORY_CHAIN = dict(env="MemoryChain-3-bsuite", memory_size=32, hidden_sizes=(32
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo, extra", [("ppo", dict(num_minibatches=2)), ("a2c", {})])
-def test_memory_chain_is_learned_with_memory_only(algo, extra):
+def test_memory_chain_is_learned_with_memory_only(algo, extra, purerl_jit_level0):
     """MemoryChain-3: the context bit is shown at the start and asked for 3 steps later; a
     feed-forward policy sees the same observation at the question whatever the bit, so it
-    scores 0 on average (+1 right, -1 wrong)."""
+    scores 0 on average (+1 right, -1 wrong). (LLVM level 0: compiling is most of this check.)"""
     module = purerl.get_algorithm(algo)
     recalled = final_seed_evals(module, {**MEMORY_CHAIN, **extra, "memory": "gru"})
     reactive = final_seed_evals(module, {**MEMORY_CHAIN, **extra, "memory": "none"})
@@ -317,7 +317,7 @@ def test_memory_chain_is_learned_with_memory_only(algo, extra):
     assert np.abs(reactive).max() <= 0.5, reactive
 
 
-def test_recurrent_explained_variance_and_losses_are_finite():
+def test_recurrent_explained_variance_and_losses_are_finite(purerl_jit_level0):
     _, metrics = purerl.jit(jax.vmap(ppo.make_train({**TINY["ppo"], "variant": "kl_penalty"})))(
         jax.random.split(jax.random.key(0), 2))
     for name in ("kl", "kl_beta", "policy_loss", "value_loss", "entropy"):

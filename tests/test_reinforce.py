@@ -102,7 +102,7 @@ def test_advantage_weighting_is_gae():
     np.testing.assert_allclose(adv, ref, rtol=1e-6)
 
 
-def test_every_update_completes_num_episodes_and_counts_their_steps():
+def test_every_update_completes_num_episodes_and_counts_their_steps(purerl_jit_level0):
     keys = jax.random.split(jax.random.key(0), 2)
     _, metrics = purerl.jit(jax.vmap(reinforce.make_train(SMALL["reinforce"])))(keys)
     m = {k: np.asarray(v) for k, v in metrics.items()}

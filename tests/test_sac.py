@@ -241,7 +241,7 @@ def test_act_is_the_mode_or_a_sample_within_the_bounds():
     assert np.all(np.abs(np.asarray(sample)) <= 2.0)
 
 
-def test_cli_trains_and_lists_sac(tmp_path, capsys):
+def test_cli_trains_and_lists_sac(tmp_path, capsys, purerl_jit_level0):
     """``purerl train sac`` (through ``loop.run_chunked``) reports SAC's alpha and entropy, and
     ``purerl list`` shows SAC with both action spaces."""
     args = ["train", "sac", "--env", "CartPole-v1", "--total-timesteps", "240", "--seeds", "2",
