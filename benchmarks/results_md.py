@@ -10,7 +10,8 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 def add_rows(heading: str, header: str, rows: list[str], path: Path = RESULTS) -> None:
     """Append ``rows`` to the table under ``## heading`` (created at the end of the file, with
-    ``header`` -- its column line and separator line -- if the section does not exist yet)."""
+    ``header`` -- its column line and separator line -- if the section does not exist yet). A row
+    the table already holds verbatim is not added again (a script re-run on saved results)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     title = f"## {heading}"
     if title not in text.splitlines():
@@ -20,5 +21,6 @@ def add_rows(heading: str, header: str, rows: list[str], path: Path = RESULTS) -
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("|"))
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
-    lines[end:end] = rows
+    table = set(lines[start:end])
+    lines[end:end] = [row for i, row in enumerate(rows) if row not in table and row not in rows[:i]]
     path.write_text("\n".join(lines) + "\n")
