@@ -44,7 +44,6 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
 
-
 @pytest.fixture
 def purerl_jit_level0():
     """``purerl.jit`` at LLVM level 0 for one test (helpers.purerl_jit_at_level0)."""
