@@ -300,7 +300,9 @@ def _guarded(run_dir: Path, config: Any, num_updates: int, body: Callable[[], in
     disk or a read-only directory (exit 4), SIGINT / SIGTERM (exit 128 + the signal's
     number)."""
     try:
-        return body()
+        code = body()
+        signals.raise_if_interrupted()  # one that arrived after the last chunk
+        return code
     except loop.DivergenceError as e:
         return _diverged(e, config, run_dir)
     except KeyboardInterrupt as e:
@@ -892,12 +894,17 @@ def _add_eval(commands: Any) -> None:
 def _without_closed_loop_reports() -> Iterator[None]:
     """After a checkpoint save fails (a full disk), orbax's pending callbacks find their event
     loop closed and Python prints each as an "unraisable" traceback; the failure itself is
-    reported in one line, so those are dropped. Every other unraisable exception is printed."""
+    reported in one line, so those are dropped. So is an interrupt raised inside a
+    garbage-collector callback, which Python swallows: :func:`purerl.signals.raise_if_interrupted`
+    raises it again where it can stop the command. Every other unraisable exception is
+    printed."""
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
         error = unraisable.exc_value
         if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        if isinstance(error, signals.Interrupted):
             return
         previous(unraisable)
 
@@ -922,7 +929,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.enter_context(_without_closed_loop_reports())
             if args.command == "eval":  # (train and resume: once they hold the run directory)
                 stack.enter_context(signals.interrupting())
-            return args.func(args)
+            code = args.func(args)
+            signals.raise_if_interrupted()  # eval: an interrupt that a gc callback swallowed
+            return code
     except KeyboardInterrupt as e:  # outside training (which reports where the run stands)
         print(f"purerl: interrupted ({signals.name(e)})", file=sys.stderr)
         return signals.exit_code(e)

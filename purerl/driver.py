@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from purerl import checkpoint, faults, loggers, loop, results, rundir, sweeps
+from purerl import checkpoint, faults, loggers, loop, results, rundir, signals, sweeps
 from purerl.results import Metrics
 
 __all__ = ["concat", "train", "train_run", "write_results"]
@@ -106,6 +106,7 @@ def train_run(algo: str, config: Any, agent: loop.Agent, run_dir: Path, *,
             checkpoint.save(run_dir, config, state, concat([old, *chunks]), seed=seed,
                             keep=keep, extra=saved)
         faults.pause_point("chunk")
+        signals.raise_if_interrupted()  # a signal whose exception was swallowed mid-chunk
 
     faults.pause_point("start")  # config.json is written, nothing compiled yet
     try:

@@ -19,9 +19,14 @@ import signal
 import threading
 from typing import Any, Iterator
 
-__all__ = ["Interrupted", "install", "interrupting"]
+__all__ = ["Interrupted", "install", "interrupting", "raise_if_interrupted"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# the last signal :func:`interrupting` turned into an exception: Python runs a signal handler
+# wherever the main thread is at the next bytecode, and where that is inside a garbage-collector
+# callback (jax's ``_xla_gc_callback`` runs while XLA compiles) or a ``__del__``, Python prints
+# "Exception ignored" and carries on; raise_if_interrupted raises it again
+_received: int | None = None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -35,7 +40,17 @@ class Interrupted(KeyboardInterrupt):
 def _raise_interrupted(signum: int, frame: Any) -> None:
     # every signal raises (none is ignored after the first): code that swallows an exception
     # with a bare except must not leave the process unstoppable but by SIGKILL
+    global _received
+    _received = signum
     raise Interrupted(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` if a signal arrived since :func:`interrupting` began: its own
+    exception may have been swallowed (a garbage-collector callback, a ``__del__``, a bare
+    ``except``). The training loop calls it after every chunk."""
+    if _received is not None:
+        raise Interrupted(_received)
 
 
 def _exit_while_starting(signum: int, frame: Any) -> None:
@@ -64,12 +79,15 @@ def install(starting: bool = False) -> dict[int, Any]:
 @contextlib.contextmanager
 def interrupting() -> Iterator[None]:
     """:func:`install` for the ``with`` block, then the previous handlers again."""
+    global _received
+    _received = None
     previous = install()
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _received = None
 
 
 def exit_code(error: KeyboardInterrupt) -> int:
