@@ -32,6 +32,12 @@ SETTINGS = {
         "--xla_cpu_use_fusion_emitters=false",
     "-O0, no fusion emitters (helpers.jit_level0: short learned-target checks)":
         "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
+    "-O1, no fusion emitters, no expensive LLVM passes":
+        "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false "
+        "--xla_llvm_disable_expensive_passes=true",
+    "-O1, no fusion emitters, no YNNPACK fusions":
+        "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false "
+        "--xla_cpu_experimental_ynn_fusion_type=",
 }
 
 CHILD = r"""
@@ -60,11 +66,19 @@ print(json.dumps(out))
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=["ppo", "sac", "trpo", "dqn"])
+    parser.add_argument("--settings", nargs="+", type=int, metavar="I",
+                        help="indices into SETTINGS (0-based; default all)")
+    parser.add_argument("--flags", nargs="+", default=[], metavar="XLA_FLAGS",
+                        help="also time these settings (each an XLA_FLAGS string)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
     tests = str(HERE.parent / "tests")
     rows = []
-    for name, flags in SETTINGS.items():
+    chosen = list(SETTINGS.items())
+    if args.settings:
+        chosen = [chosen[i] for i in args.settings]
+    chosen += [(f"ad hoc: {flags}", flags) for flags in args.flags]
+    for name, flags in chosen:
         env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
         result = subprocess.run([sys.executable, "-c", CHILD, tests, *args.algos], env=env,
                                 capture_output=True, text=True, check=True)

@@ -17,9 +17,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # but at level 0 a chunked run is no longer bitwise the one-call run (docs/contract.md), and its
 # last-bit differences can send a run down another trajectory. So level 0 only where no run is
 # compared with a level-1 run: short programs checked against a learned target with a margin
-# (helpers.jit_level0), tests of what a run prints, saves or reports (the purerl_jit_level0
-# fixture, helpers.purerl_jit_at_level0), and subprocesses whose runs are compared with each
-# other (helpers.subprocess_xla_flags).
+# (helpers.jit_level0), tests of what a run prints, saves or reports and tests that compare
+# runs they all compile themselves to float32 tolerance (the purerl_jit_level0 fixture,
+# helpers.purerl_jit_at_level0), and subprocesses whose runs are compared with each other
+# (helpers.subprocess_xla_flags).
 TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1"
 if "XLA_FLAGS" not in os.environ:
     os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS

@@ -55,13 +55,17 @@ def small_agent(algo: str, **overrides) -> loop.Agent:
 
 
 @functools.cache
-def vmapped_run(algo: str, seeds: int = 3, **overrides):
+def vmapped_run(algo: str, seeds: int = 3, level: int = 1, **overrides):
     """``(keys, train, state, metrics)`` of ``jax.vmap(train)`` over ``seeds`` keys split from
     ``jax.random.key(0)``, ``train`` made from ``{**SMALL[algo], **overrides}``. Compiled and run
-    once per process and shared by the tests that read it (so they must not modify it)."""
+    once per process and shared by the tests that read it (so they must not modify it).
+    ``level=0``: compiled at LLVM level 0 (:func:`purerl_jit_at_level0`), for tests that read its
+    metrics or compare it only with level-0 runs."""
     train = purerl.get_algorithm(algo).make_train({**SMALL[algo], **overrides})
     keys = jax.random.split(jax.random.key(0), seeds)
-    return keys, train, *purerl.jit(jax.vmap(train))(keys)
+    with purerl_jit_at_level0() if level == 0 else contextlib.nullcontext():
+        vmapped = purerl.jit(jax.vmap(train))
+    return keys, train, *vmapped(keys)
 
 
 def jit_level0(fn):
@@ -80,9 +84,11 @@ def purerl_jit_at_level0():
     """Within it, ``purerl.jit`` -- and so ``run_chunked``, the CLI, ``purerl.load``'s evaluation
     and the notebooks -- compiles at LLVM level 0 (as :func:`jit_level0`), the other options of
     ``purerl.compiler_options`` unchanged. For tests whose runs are checked for what they print,
-    save or learn with a margin, or resumed on one device to the same run's metrics (a
-    single-device resume replays the same chunk program; checked in test_playground), never
-    compared with a level-1 program."""
+    save or learn with a margin, resumed on one device to the same run's metrics (a
+    single-device resume replays the same chunk program; checked in test_playground), or
+    compared to float32 tolerance with other runs the same test compiles at level 0 (a vmapped
+    sweep against separate runs, A3C with one worker against A2C); never compared with a
+    level-1 program, and never where a chunked run must equal one call bitwise."""
     original = loop.compiler_options
 
     def level0(recurrent: bool = False) -> dict:

@@ -7,21 +7,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import SMALL, assert_trees_close, final_seed_evals
+from helpers import SMALL, assert_trees_close, final_seed_evals, purerl_jit_at_level0
 
 import purerl
 from purerl import a2c, a3c
 
 
+# Every run compared here is compiled in this module, so all of them at LLVM level 0 (half the
+# compile time; tests/conftest.py); the learning checks (slow), which mostly run, at level 1.
+@pytest.fixture(autouse=True)
+def _level0_unless_learning(request):
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    with purerl_jit_at_level0():
+        yield
+
+
 # one compiled unbatched trainer per module, shared by the tests below
 @pytest.fixture(scope="module")
 def a2c_train():
-    return purerl.jit(a2c.make_train(SMALL["a2c"]))
+    with purerl_jit_at_level0():  # (purerl.jit reads its options here)
+        return purerl.jit(a2c.make_train(SMALL["a2c"]))
 
 
 @pytest.fixture(scope="module")
 def a3c_train():
-    return purerl.jit(a3c.make_train(SMALL["a3c"]))
+    with purerl_jit_at_level0():
+        return purerl.jit(a3c.make_train(SMALL["a3c"]))
 
 
 @pytest.mark.parametrize("module", ["a2c", "a3c"])

@@ -25,7 +25,8 @@ def test_td_advantage_matches_numpy_and_bootstraps_through_truncation():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_online_mode_vmap_equals_single_runs_and_counts_env_steps():
+def test_online_mode_vmap_equals_single_runs_and_counts_env_steps(purerl_jit_level0):
+    # both runs compiled here, at level 0
     train = actor_critic.make_train(SMALL_ONLINE)
     keys = jax.random.split(jax.random.key(0), 2)
     state_b, metrics_b = purerl.jit(jax.vmap(train))(keys)

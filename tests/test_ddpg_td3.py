@@ -15,7 +15,8 @@ from purerl import ddpg, dpg, envs, noise, td3
 from purerl.networks import DeterministicActor
 
 SMALL = SMALL["ddpg"]  # the same small Pendulum-v1 config for DDPG and TD3
-# vmapped_run(**CONFIGS[name]): 3 seeds of the small config, DDPG with OU exploration and TD3
+# vmapped_run(level=0, **CONFIGS[name]): 3 seeds of the small config at LLVM level 0, DDPG with
+# OU exploration and TD3
 CONFIGS = {"ddpg-ou": dict(algo="ddpg", exploration="ou"), "td3": dict(algo="td3")}
 
 
@@ -94,7 +95,7 @@ def test_ou_noise_reverts_to_the_mean_with_the_stationary_std():
     assert np.corrcoef(x, x_next)[0, 1] == pytest.approx(1 - theta * dt, abs=0.01)
 
 
-def test_ou_reset_and_trainer_resets_it_at_episode_end():
+def test_ou_reset_and_trainer_resets_it_at_episode_end(purerl_jit_level0):
     x = jnp.arange(6.0).reshape(3, 2)
     np.testing.assert_array_equal(noise.ou_reset(x, jnp.array([False, True, False])),
                                   [[0, 1], [0, 0], [4, 5]])
@@ -113,8 +114,8 @@ def test_ou_reset_and_trainer_resets_it_at_episode_end():
     assert np.all(np.asarray(state.ou_state) != 0)
 
 
-def test_ddpg_with_ou_exploration_vmap_over_seeds_equals_single_runs():
-    keys, train, state, metrics = vmapped_run(**CONFIGS["ddpg-ou"])
+def test_ddpg_with_ou_exploration_vmap_over_seeds_equals_single_runs(purerl_jit_level0):
+    keys, train, state, metrics = vmapped_run(level=0, **CONFIGS["ddpg-ou"])
     assert_vmap_equals_single_runs(purerl.jit(train), (state, metrics), keys)
 
 
@@ -123,7 +124,7 @@ def test_ddpg_with_ou_exploration_vmap_over_seeds_equals_single_runs():
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_metrics_noise_scale_warmup_nans_and_gradient_step_count(name):
-    _, _, state, m = vmapped_run(**CONFIGS[name])
+    _, _, state, m = vmapped_run(level=0, **CONFIGS[name])
     n = 120
     for metric in ["episode_return", "episode_count", "env_steps", "q_mean", "td_error",
                    "critic_loss", "actor_loss", "noise_scale", "eval_return"]:
@@ -143,7 +144,7 @@ def test_metrics_noise_scale_warmup_nans_and_gradient_step_count(name):
 # ----------------------------------------------------------------------------- warm-up, delay
 
 
-def test_warmup_is_uniform_random_and_leaves_parameters_untouched():
+def test_warmup_is_uniform_random_and_leaves_parameters_untouched(purerl_jit_level0):
     agent = td3.make_agent({**SMALL, "num_envs": 4, "learning_starts": 400,
                             "total_timesteps": 800})
     state0 = agent.init(jax.random.key(0))
@@ -158,7 +159,7 @@ def test_warmup_is_uniform_random_and_leaves_parameters_untouched():
     assert abs(np.mean(actions)) < 0.2
 
 
-def test_policy_delay_updates_actor_and_targets_every_second_gradient_step():
+def test_policy_delay_updates_actor_and_targets_every_second_gradient_step(purerl_jit_level0):
     agent = td3.make_agent({**SMALL, "num_envs": 1, "learning_starts": 40,
                             "num_gradient_steps": 1, "total_timesteps": 100})
     update = purerl.jit(agent.update)
@@ -252,17 +253,19 @@ def test_bad_config_values():
 # ----------------------------------------------------------------------------- learning
 
 # The defaults, tuned over 16 seeds (8 from key 0, 8 from key 1): finals between -103 and
-# -213 (DDPG) / -193 (TD3); these 4 seeds (key 0) gave -159 (DDPG) and -152 (TD3) on average.
+# -213 (DDPG) / -193 (TD3); measured again on 2026-12-07 (key 1, 8 seeds): -131 to -182 (DDPG),
+# -130 to -183 (TD3). So two seeds (key 0: DDPG -199, -190; TD3 -192, -189), whose mean fails
+# the bar only if a seed ends below -290.
 PENDULUM = dict(env="Pendulum-v1", total_timesteps=20_000, eval_every=20_000)
 
 
 @pytest.mark.slow
 def test_ddpg_learns_pendulum_within_20k_steps():
-    final = final_seed_evals(ddpg, PENDULUM)
+    final = final_seed_evals(ddpg, PENDULUM, seeds=2)
     assert final.mean() >= -250, final
 
 
 @pytest.mark.slow
 def test_td3_learns_pendulum_within_20k_steps():
-    final = final_seed_evals(td3, PENDULUM)
+    final = final_seed_evals(td3, PENDULUM, seeds=2)
     assert final.mean() >= -250, final

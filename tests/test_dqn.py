@@ -56,7 +56,7 @@ def test_double_dqn_target_matches_numpy():
 # ----------------------------------------------------------------------------- metrics
 
 
-def test_metrics_buffer_fill_and_gradient_step_count():
+def test_metrics_buffer_fill_and_gradient_step_count(purerl_jit_level0):
     keys = jax.random.split(jax.random.key(0), 3)
     state_b, metrics_b = purerl.jit(jax.vmap(dqn.make_train(SMALL)))(keys)
     for name in ["q_mean", "td_error", "loss", "epsilon", "lr"]:
@@ -117,7 +117,7 @@ def _tree_equal(a, b):
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_hard_target_copy_every_n_gradient_steps_after_learning_starts():
+def test_hard_target_copy_every_n_gradient_steps_after_learning_starts(purerl_jit_level0):
     agent = dqn.make_agent(dict(SMALL, num_gradient_steps=1, target_update_every=3,
                                 learning_starts=8, total_timesteps=4 * 12))
     update = purerl.jit(agent.update)
@@ -144,7 +144,7 @@ def test_hard_target_copy_every_n_gradient_steps_after_learning_starts():
     assert copies == 3  # after gradient steps 3, 6, 9
 
 
-def test_polyak_target_moves_toward_online():
+def test_polyak_target_moves_toward_online(purerl_jit_level0):
     agent = dqn.make_agent(dict(SMALL, num_gradient_steps=1, target_update_every=1, tau=0.1,
                                 learning_starts=0, total_timesteps=4 * 6))
     update = purerl.jit(agent.update)

@@ -136,7 +136,8 @@ def test_tensorboard_mean_min_max_for_many_seeds(tmp_path):
             [(5, pytest.approx(want[0])), (9, pytest.approx(want[1]))]
 
 
-def test_eval_gif_is_the_evaluated_episode(run_dir, tmp_path, capfd, monkeypatch):
+def test_eval_gif_is_the_evaluated_episode(run_dir, tmp_path, capfd, monkeypatch,
+                                           purerl_jit_level0):
     """The GIF has one frame per step of seed 1's first evaluation episode; on CartPole (reward
     1 per step) that is its return. The recording's rewards sum to the evaluated return for a
     stochastic policy too. On a machine without a display nothing is printed per frame (SDL

@@ -57,7 +57,7 @@ def run_one_seed(algo: str, env: str, total_timesteps: int) -> tuple[object, dic
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "pqn"])
-def test_learning_rate_anneals_over_a_shortened_budget(algo):
+def test_learning_rate_anneals_over_a_shortened_budget(algo, purerl_jit_level0):
     # three updates, a few percent of the preset's budget at most: the learning rate must decay
     # over the run it was given, not stay near its start as it would on the preset's horizon
     module = purerl.get_algorithm(algo)
@@ -70,7 +70,7 @@ def test_learning_rate_anneals_over_a_shortened_budget(algo):
 
 
 @pytest.mark.parametrize("algo", ["dqn", "pqn"])
-def test_exploration_decays_over_a_shortened_budget(algo):
+def test_exploration_decays_over_a_shortened_budget(algo, purerl_jit_level0):
     module = purerl.get_algorithm(algo)
     budget = module.Config.for_env(ENV).total_timesteps
     config, metrics = run_one_seed(algo, ENV, budget // 50)

@@ -225,7 +225,7 @@ def test_continuous_target_uses_the_current_policy_at_s_prime():
 
 
 def test_metrics_are_nan_during_warmup_then_finite():
-    _, _, _, m = vmapped_run("off_policy_ac")
+    _, _, _, m = vmapped_run("off_policy_ac", level=0)
     n = SMALL["total_timesteps"] // SMALL["num_envs"]
     learned = ["critic_loss", "actor_loss", "q_mean", "td_error", "entropy"]
     first = SMALL["learning_starts"] // SMALL["num_envs"] - 1  # update 29 is the first learning
@@ -248,7 +248,8 @@ def test_warmup_is_uniform_random_and_leaves_parameters_untouched():
     assert set(np.unique(actions)) == {0, 1} and abs(actions.mean() - 0.5) < 0.06
 
 
-def test_swept_learning_rates_each_equal_a_run_configured_with_them():
+def test_swept_learning_rates_each_equal_a_run_configured_with_them(purerl_jit_level0):
+    # both runs compiled here, at level 0
     train = off_policy_ac.make_train(SMALL)
     grid = {"actor_lr": jnp.array([1e-3, 3e-3]), "ent_coef": jnp.array([0.01, 0.05])}
     state_b, metrics_b = purerl.jit(jax.vmap(train, in_axes=(None, 0)))(jax.random.key(0), grid)

@@ -45,7 +45,8 @@ def test_kl_beta_follows_the_adaptive_rule_from_kl_beta_init(kl_penalty_metrics)
         assert recorded == pytest.approx(beta)
 
 
-def test_vmapped_learning_rate_sweep_equals_separate_runs():
+def test_vmapped_learning_rate_sweep_equals_separate_runs(purerl_jit_level0):
+    # every run it compares is compiled here, all at level 0
     key = jax.random.key(1)
     lrs = jnp.array([3e-4, 3e-3])
     train = ppo.make_train(SMALL_PPO)

@@ -100,7 +100,7 @@ def test_q_network_has_layer_norm_after_every_hidden_layer():
         assert same == layer_norm
 
 
-def test_an_update_regresses_on_the_q_lambda_returns_of_its_rollout():
+def test_an_update_regresses_on_the_q_lambda_returns_of_its_rollout(purerl_jit_level0):
     """make_batch's targets, recomputed from the rollout with the network and the NumPy
     recursion; and with one epoch of one minibatch, the update is one Adam step on
     E[(Q(s, a) - G)^2] / 2 of that batch."""
@@ -129,7 +129,7 @@ def test_an_update_regresses_on_the_q_lambda_returns_of_its_rollout():
 
 
 def test_epsilon_is_the_linear_schedule_at_each_rollouts_start():
-    _, _, _, metrics = vmapped_run("pqn", seeds=2)
+    _, _, _, metrics = vmapped_run("pqn", seeds=2, level=0)
     cfg = pqn.Config(**SMALL["pqn"])
     steps = np.arange(cfg.num_updates) * cfg.steps_per_update
     horizon = cfg.exploration_fraction * cfg.total_timesteps

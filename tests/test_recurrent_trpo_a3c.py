@@ -99,7 +99,8 @@ def test_recurrent_fisher_vector_product_is_the_dense_fisher_matrix_times_v(cell
 # ----------------------------------------------------------------------------- A3C is A2C
 
 
-def test_recurrent_a3c_with_one_worker_is_recurrent_a2c():
+def test_recurrent_a3c_with_one_worker_is_recurrent_a2c(purerl_jit_level0):
+    # both runs compiled here, at level 0
     config = dict(env="MemoryChain-3-bsuite", num_envs=4, num_steps=5, total_timesteps=4 * 5 * 6,
                   memory="gru", memory_size=8, hidden_sizes=(16,), eval_every=3, eval_episodes=2)
     key = jax.random.key(3)

@@ -145,7 +145,7 @@ def test_plans_refuse_what_cannot_be_one_program(kwargs, message):
 # ------------------------------------------------------------------------------ sweeping
 
 
-def test_a_sweep_equals_separate_train_runs_of_each_configuration():
+def test_a_sweep_equals_separate_train_runs_of_each_configuration(purerl_jit_level0):
     """Each configuration's seeds are the runs `train` makes with that configuration and the
     same keys, to the float32 rounding of a batched hyperparameter (docs/contract.md)."""
     config = ppo.Config(**SMALL["ppo"])
@@ -233,7 +233,8 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_results(swept, tmp_path):
     assert ranking == json.loads((swept / "summary.json").read_text())["ranking"]
 
 
-def test_a_random_search_from_the_command_line_is_seeded_and_recorded(tmp_path):
+def test_a_random_search_from_the_command_line_is_seeded_and_recorded(tmp_path,
+                                                                      purerl_jit_level0):
     args = ["sweep", "ppo", "--no-preset", "--total-timesteps", "768", "--seeds", "1",
             *[a for kv in ("num_envs=4", "num_steps=32", "update_epochs=1", "num_minibatches=1",
                            "eval_episodes=2") for a in ("--set", kv)],

@@ -93,7 +93,7 @@ def test_backtracking_line_search_takes_the_first_acceptable_step():
     assert float(s.kl) == 0.0
 
 
-def test_every_accepted_update_stays_in_the_trust_region():
+def test_every_accepted_update_stays_in_the_trust_region(purerl_jit_level0):
     cfg = dict(total_timesteps=16 * 64 * 15, eval_every=0)
     _, m = purerl.jit(jax.vmap(trpo.make_train(cfg)))(jax.random.split(jax.random.key(3), 2))
     m = {k: np.asarray(v) for k, v in m.items()}
@@ -125,12 +125,14 @@ def test_trpo_is_registered():
 
 @pytest.mark.slow
 def test_trpo_solves_cartpole():
-    """The median over 16 seeds: about one seed in six has not yet reached 475 at 100k steps
-    (5 of 32 measured on 2026-12-07, at 360-467; at 150k also 5 of 32, at 287-407), and which
+    """The median over 10 seeds: about one seed in seven has not yet reached 475 at 100k steps
+    (2026-12-07: 5 of 32 seeds of key 0 at 360-467, 4 of 32 of key 1 at 216-499), and which
     ones depends on the machine's float rounding, so a 4-seed mean fails on one machine and
-    passes on another for the same code; the median of 16 fails only if 8 do."""
-    final = final_seed_evals(trpo, dict(total_timesteps=100_000, eval_every=0), seeds=16)
-    assert np.median(final) >= 475, final
+    passes on another for the same code. At most 7 of those 64 seeds were below 450, so the
+    median of 10 fails only if 5 of 10 are (about 0.2%, as the median of 16 at 475 before; 10
+    seeds cost about 60% of 16)."""
+    final = final_seed_evals(trpo, dict(total_timesteps=100_000, eval_every=0), seeds=10)
+    assert np.median(final) >= 450, final
 
 
 @pytest.mark.slow

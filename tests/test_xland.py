@@ -122,7 +122,7 @@ def test_unknown_keyword_names_the_adapters_keywords():
 
 
 @needs_extra
-def test_recurrent_ppo_runs_on_memory_s8():
+def test_recurrent_ppo_runs_on_memory_s8(purerl_jit_level0):
     config = dict(env="xminigrid/MiniGrid-MemoryS8", memory="gru", memory_size=8,
                   hidden_sizes=(8,), num_envs=4, num_steps=8, num_minibatches=2,
                   update_epochs=1, total_timesteps=4 * 8 * 3, eval_every=3, eval_episodes=2)
