@@ -125,8 +125,8 @@ def test_trpo_is_registered():
 
 @pytest.mark.slow
 def test_trpo_solves_cartpole():
-    """The median over 10 seeds: about one seed in seven has not yet reached 475 at 100k steps
-    (2026-12-07: 5 of 32 seeds of key 0 at 360-467, 4 of 32 of key 1 at 216-499), and which
+    """The median over 10 seeds: about one seed in eight has not yet reached 475 at 100k steps
+    (2026-12-07: 5 of 32 seeds of key 0 at 360-467, 3 of 32 of key 1 at 216-456), and which
     ones depends on the machine's float rounding, so a 4-seed mean fails on one machine and
     passes on another for the same code. At most 7 of those 64 seeds were below 450, so the
     median of 10 fails only if 5 of 10 are (about 0.2%, as the median of 16 at 475 before; 10
