@@ -203,9 +203,9 @@ def test_registered():
 def test_dqn_defaults_learn_cartpole_within_100k_steps():
     """The mean of 4 seeds at 300, not 400: of 16 seeds measured at 100k steps (2026-12-07, 8
     of key 0 and 8 of key 1) 13 ended at 475-500, two collapsed late (from 500 to 150-250
-    after 92k steps; one climbed back to 439) and one sat at ~110 throughout. With 2 such seeds
-    in 16, a 4-seed mean fails 300 only if 3 seeds do (under 1%); at 400 two were enough
-    (about 8%), and which seeds do depends on the machine's float rounding. A policy that has
-    not learned scores about 20 (random) or 110."""
+    after 92k steps; one climbed back to 439) and one sat at ~110 throughout. A 4-seed mean
+    fails 300 only if 3 seeds are down (about 1-2% at the 2-3 in 16 seen); at 400 two were
+    enough (about 8%), and which seeds are down depends on the machine's float rounding. A
+    policy that has not learned scores about 20 (random) or 110."""
     final = final_seed_evals(dqn, dqn.Config(), seeds=4)
     assert final.mean() >= 300, final
