@@ -16,11 +16,21 @@ categorical sample, gymnax's auto-reset draw) executes about 500 operations inst
 keys it resets and steps environments with (an environment may keep keys in its state), so
 results are those of the default generator and only the compiled program changes. Keys of any
 other implementation (``rbg``, ``unsafe_rbg``, custom ones) are left as they are.
+
+The unrolled hash trades compile time for run time. Fused with what consumes its bits, it makes
+large straight-line kernels that LLVM optimises slowly when their arrays are tiny: a single
+seed's (unbatched) SAC program compiles in 10.4 s with it and 3.6 s without, PPO's in 5.0 s and
+2.8 s, while a vmapped program compiles about as fast either way (benchmarks/RESULTS.md,
+"Compile time of the test suite"). Setting the environment variable ``PURERL_UNROLLED_PRNG=0``
+keeps the default generator instead (:func:`unrolling`): the same random numbers, the programs
+of JAX's own lowering. Set it alike for a run and its resumes: a resumed run is bitwise the
+uninterrupted one only when both are compiled the same way (like ``XLA_FLAGS``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.extend
@@ -100,12 +110,25 @@ def _key_dtype(impl) -> jax.typing.DTypeLike:
     return jax.eval_shape(lambda: jax.random.key(0, impl=impl)).dtype
 
 
+UNROLL_ENV = "PURERL_UNROLLED_PRNG"
+
+
+def unrolling() -> bool:
+    """Whether :func:`unrolled` converts keys: unless the environment variable
+    ``PURERL_UNROLLED_PRNG`` is ``0`` (``1``, the default, converts). Read when a program is
+    traced."""
+    value = os.environ.get(UNROLL_ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{UNROLL_ENV}={value!r}: expected 0 or 1")
+    return value == "1"
+
+
 def unrolled(key: jax.Array) -> jax.Array:
     """``key`` as a :data:`THREEFRY` key holding the same data, where it is a default
-    ``threefry2x32`` key (typed, or a raw ``uint32[..., 2]`` array) and JAX runs in its default
-    ``jax_threefry_partitionable`` mode (under the other mode the two generators differ);
-    otherwise ``key`` unchanged."""
-    if not jax.config.jax_threefry_partitionable:
+    ``threefry2x32`` key (typed, or a raw ``uint32[..., 2]`` array), JAX runs in its default
+    ``jax_threefry_partitionable`` mode (under the other mode the two generators differ) and
+    :func:`unrolling` is on; otherwise ``key`` unchanged."""
+    if not jax.config.jax_threefry_partitionable or not unrolling():
         return key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.dtype != _key_dtype("threefry2x32"):

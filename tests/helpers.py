@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 import purerl
-from purerl import loop
+from purerl import loop, prng
 
 # A few updates of every trainer on its reference environment, small enough to compile and run
 # in seconds; the off-policy ones cross their warm-up and several target / actor updates.
@@ -103,11 +103,28 @@ def purerl_jit_at_level0():
         loop.compiler_options = original
 
 
+@contextlib.contextmanager
+def unrolled_prng():
+    """Within it, programs traced use purerl.prng's unrolled generator -- purerl's default,
+    which tests/conftest.py turns off for the session (``PURERL_UNROLLED_PRNG=0``)."""
+    before = os.environ.get(prng.UNROLL_ENV)
+    os.environ[prng.UNROLL_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[prng.UNROLL_ENV]
+        else:
+            os.environ[prng.UNROLL_ENV] = before
+
+
 def final_seed_evals(module, config, seeds=4, key=0):
     """The final deterministic evaluation of each of ``seeds`` vmapped runs (keys split from
-    ``jax.random.key(key)``): what the learning checks assert on."""
+    ``jax.random.key(key)``): what the learning checks assert on. Trained with purerl's
+    default, unrolled generator (:func:`unrolled_prng`): what a user trains with."""
     keys = jax.random.split(jax.random.key(key), seeds)
-    _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
+    with unrolled_prng():
+        _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
     return np.asarray(metrics["eval_return"][:, -1])
 
 

@@ -14,6 +14,12 @@ from purerl import prng
 from helpers import SMALL
 
 
+@pytest.fixture(autouse=True)
+def _unrolled_mode(monkeypatch):
+    # purerl's default; the rest of the suite runs with it off (tests/conftest.py)
+    monkeypatch.setenv(prng.UNROLL_ENV, "1")
+
+
 def _u32(*values):
     return jnp.array(values, jnp.uint32)
 
@@ -80,6 +86,17 @@ def test_unrolled_converts_raw_keys_and_leaves_other_generators_alone():
     assert prng.unrolled(rbg) is rbg
     floats = jnp.zeros(2)
     assert prng.unrolled(floats) is floats
+
+
+def test_the_environment_variable_turns_the_unrolled_generator_off(monkeypatch):
+    key = jax.random.key(3)
+    monkeypatch.setenv(prng.UNROLL_ENV, "0")
+    assert not prng.unrolling() and prng.unrolled(key) is key
+    monkeypatch.setenv(prng.UNROLL_ENV, "yes")
+    with pytest.raises(ValueError, match="PURERL_UNROLLED_PRNG='yes': expected 0 or 1"):
+        prng.unrolled(key)
+    monkeypatch.delenv(prng.UNROLL_ENV)
+    assert prng.unrolling() and jax.random.key_impl(prng.unrolled(key)) == prng.THREEFRY
 
 
 def test_unrolled_keeps_the_default_generator_when_jax_is_not_partitionable():
