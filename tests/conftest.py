@@ -25,14 +25,6 @@ TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization
 if "XLA_FLAGS" not in os.environ:
     os.environ["XLA_FLAGS"] = TEST_XLA_FLAGS
 
-# purerl.prng's unrolled Threefry hash makes unbatched programs compile 2-3x slower at level 1
-# (test_contract.py: 392-410 CPU-s with it, 297 without) and the tests' short runs no faster, so
-# the session (subprocesses included: they inherit the variable) keeps JAX's default generator:
-# the same random numbers from JAX's own lowering. The default, unrolled mode is what
-# test_prng.py checks (the generator bit for bit, trainers with it equal to trainers without) and
-# what the learning checks train with (helpers.final_seed_evals).
-os.environ.setdefault("PURERL_UNROLLED_PRNG", "0")
-
 _CACHE_ENV = "PURERL_TEST_XLA_CACHE"
 
 
