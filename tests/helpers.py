@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 import purerl
-from purerl import loop, prng
+from purerl import loop
 
 # A few updates of every trainer on its reference environment, small enough to compile and run
 # in seconds; the off-policy ones cross their warm-up and several target / actor updates.
@@ -54,18 +54,13 @@ def small_agent(algo: str, **overrides) -> loop.Agent:
     return purerl.get_algorithm(algo).make_agent({**SMALL[algo], **overrides})
 
 
+@functools.cache
 def vmapped_run(algo: str, seeds: int = 3, level: int = 1, **overrides):
     """``(keys, train, state, metrics)`` of ``jax.vmap(train)`` over ``seeds`` keys split from
     ``jax.random.key(0)``, ``train`` made from ``{**SMALL[algo], **overrides}``. Compiled and run
-    once per process (and per lowering of the generator, :func:`prng_unrolling`) and shared by
-    the tests that read it (so they must not modify it).
+    once per process and shared by the tests that read it (so they must not modify it).
     ``level=0``: compiled at LLVM level 0 (:func:`purerl_jit_at_level0`), for tests that read its
     metrics or compare it only with level-0 runs."""
-    return _vmapped_run(algo, seeds, level, prng.unrolling(), **overrides)
-
-
-@functools.cache
-def _vmapped_run(algo: str, seeds: int, level: int, unrolled: bool, **overrides):
     train = purerl.get_algorithm(algo).make_train({**SMALL[algo], **overrides})
     keys = jax.random.split(jax.random.key(0), seeds)
     with purerl_jit_at_level0() if level == 0 else contextlib.nullcontext():
@@ -108,32 +103,11 @@ def purerl_jit_at_level0():
         loop.compiler_options = original
 
 
-@contextlib.contextmanager
-def prng_unrolling(on: bool):
-    """Within it, programs traced use purerl.prng's unrolled generator (``on``: purerl's
-    default) or JAX's own lowering of the same generator (``PURERL_UNROLLED_PRNG=0``), and so do
-    the subprocesses started within it. The unrolled hash makes unbatched programs compile 2-3x
-    slower at LLVM level 1 and runs faster: compile-bound test modules that compare runs only
-    with runs they compile themselves take it off for the module (test_contract.py: 392-410
-    CPU-s with it, 297 without; benchmarks/RESULTS.md, "Compile time of the test suite")."""
-    before = os.environ.get(prng.UNROLL_ENV)
-    os.environ[prng.UNROLL_ENV] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[prng.UNROLL_ENV]
-        else:
-            os.environ[prng.UNROLL_ENV] = before
-
-
 def final_seed_evals(module, config, seeds=4, key=0):
     """The final deterministic evaluation of each of ``seeds`` vmapped runs (keys split from
-    ``jax.random.key(key)``): what the learning checks assert on. Trained with purerl's
-    default, unrolled generator (:func:`prng_unrolling`), as a user trains, in every module."""
+    ``jax.random.key(key)``): what the learning checks assert on."""
     keys = jax.random.split(jax.random.key(key), seeds)
-    with prng_unrolling(True):
-        _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
+    _, metrics = purerl.jit(jax.vmap(module.make_train(config)))(keys)
     return np.asarray(metrics["eval_return"][:, -1])
 
 

@@ -7,18 +7,10 @@ import jax
 import numpy as np
 import pytest
 from helpers import (SMALL, assert_trees_equal, assert_vmap_equals_single_runs,
-                     prng_unrolling, purerl_jit_at_level0, small_agent, vmapped_run)
+                     purerl_jit_at_level0, small_agent, vmapped_run)
 
 import purerl
 from purerl import envs, loop
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _jax_lowering_of_the_prng():
-    # compile-bound: the same random numbers from JAX's lowering (helpers.prng_unrolling)
-    with prng_unrolling(False):
-        yield
-
 
 ALGOS = list(purerl.ALGORITHMS)
 

@@ -24,17 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import prng_unrolling
 
 import purerl
 from purerl import envs, losses
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _jax_lowering_of_the_prng():
-    # compile-bound: the same random numbers from JAX's lowering (helpers.prng_unrolling)
-    with prng_unrolling(False):
-        yield
 
 # One environment of every gymnax family (classic control, MinAtar, bsuite, misc). Where a
 # family has both action spaces, the trainers that support both get the continuous classic-control

@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 import purerl
-from purerl import loop, prng
-from helpers import SMALL, assert_trees_equal, small_agent
-
-
-@pytest.fixture(autouse=True)
-def _unrolled_mode(monkeypatch):
-    # purerl's default; the rest of the suite runs with it off (tests/conftest.py)
-    monkeypatch.setenv(prng.UNROLL_ENV, "1")
+from purerl import prng
+from helpers import SMALL
 
 
 def _u32(*values):
@@ -128,15 +122,8 @@ def test_to_default_and_back_keeps_the_data_and_reaches_abstract_leaves():
 def test_training_with_the_unrolled_keys_equals_training_with_default_keys(algo, monkeypatch):
     keys = jax.random.split(jax.random.key(0), 2)
     train = purerl.get_algorithm(algo).make_train(SMALL[algo])
-    state, metrics = purerl.jit(jax.vmap(train))(keys)
+    state, metrics = jax.jit(jax.vmap(train))(keys)
     assert jax.random.key_impl(state.run.key) == prng.THREEFRY
-    # the contract's chunked == one call, bitwise, with purerl's default generator (the rest of
-    # the suite checks it with JAX's lowering, tests/conftest.py)
-    chunks = list(loop.run_chunked(small_agent(algo), keys, chunk=3))
-    assert len(chunks) > 1
-    assert_trees_equal(chunks[-1][1], state)
-    assert_trees_equal({k: np.concatenate([c[2][k] for c in chunks], axis=1) for k in metrics},
-                       metrics)
     monkeypatch.setattr(prng, "unrolled", lambda key: key)
     train = purerl.get_algorithm(algo).make_train(SMALL[algo])
     ref_state, ref_metrics = jax.jit(jax.vmap(train))(keys)

@@ -13,17 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, assert_trees_equal, final_seed_evals, prng_unrolling
+from helpers import assert_trees_close, assert_trees_equal, final_seed_evals
 
 import purerl
 from purerl import envs, loop, ppo, recurrent, rollout
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _jax_lowering_of_the_prng():
-    # compile-bound: the same random numbers from JAX's lowering (helpers.prng_unrolling)
-    with prng_unrolling(False):
-        yield
 
 FLAX_CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
 # a tiny recurrent run of each trainer with memory: episodes of MemoryChain-3 (4 steps) end and

@@ -8,18 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, assert_trees_equal, final_seed_evals, prng_unrolling
+from helpers import assert_trees_close, assert_trees_equal, final_seed_evals
 
 import purerl
 from purerl import a2c, a3c, checkpoint, envs, loop, recurrent, trpo
 from purerl.parallel import DataParallel
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _jax_lowering_of_the_prng():
-    # compile-bound: the same random numbers from JAX's lowering (helpers.prng_unrolling)
-    with prng_unrolling(False):
-        yield
 
 # tiny runs on MemoryChain-3 (episodes of 4 steps: every segment crosses episode boundaries, so
 # the carries are reset inside the sequences and carried across updates)

@@ -12,21 +12,13 @@ import numpy as np
 import optax
 import pytest
 from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, jit_level0,
-                     numpy_twin_q, prng_unrolling, run_updates, vmapped_run)
+                     numpy_twin_q, run_updates, vmapped_run)
 
 import purerl
 from purerl import envs, losses, sac
 from purerl.cli import main
 from purerl.distributions import Categorical, TanhGaussian
 from purerl.networks import SquashedGaussianActor
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _jax_lowering_of_the_prng():
-    # compile-bound: the same random numbers from JAX's lowering (helpers.prng_unrolling)
-    with prng_unrolling(False):
-        yield
-
 
 SMALL = SMALL["sac"]
 SMALL_DISCRETE = {**SMALL, "env": "CartPole-v1"}
