@@ -10,14 +10,19 @@ from helpers import (SMALL, assert_trees_equal, assert_vmap_equals_single_runs,
                      purerl_jit_at_level0, small_agent, vmapped_run)
 
 import purerl
-from purerl import envs, loop
+from purerl import envs, loop, prng
 
 ALGOS = list(purerl.ALGORITHMS)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_vmap_equals_single_runs_and_one_key_gives_one_result(algo):
+def test_vmap_equals_single_runs_and_one_key_gives_one_result(algo, monkeypatch):
     keys, _, state, metrics = vmapped_run(algo)
+    # The single runs draw the same random numbers through JAX's own lowering of the generator
+    # (purerl.prng, tested equal bit for bit in test_prng): an unbatched program compiles 2-3x
+    # slower with the unrolled hash (benchmarks/RESULTS.md), and what is compared here is the
+    # batching, to float32 rounding. The vmapped run is purerl's default.
+    monkeypatch.setenv(prng.UNROLL_ENV, "0")  # read when `single` is traced, below
     single = purerl.jit(purerl.get_algorithm(algo).make_train(SMALL[algo]))
     assert_vmap_equals_single_runs(single, (state, metrics), keys)
     assert_trees_equal(single(keys[1]), single(keys[1]))
