@@ -254,7 +254,8 @@ def seed_axes(state: Any) -> Any:
     as one ``vmap(train)`` call. A leaf
     that is equal for all seeds only by chance (e.g. a replay buffer's integer actions, all 0
     before the first write) is re-batched by the scan itself, which computes the same values;
-    it costs one more compilation when it turns batched between chunks.
+    ``run_chunked`` passes such leaves batched (:func:`_scan_axes`), so that every chunk of a
+    run compiles to one program.
     """
     same = jax.device_get(_same_for_all_seeds(state))
     return jax.tree.map(lambda flag: None if bool(flag) else 0, same)
@@ -399,10 +400,60 @@ def check_finite_params(state: Any, first: int, last: int, num_updates: int) -> 
 def _seed_chunk(agent: Agent, state: Any, start: int, length: int) -> tuple[Any, Metrics]:
     """run_chunked's default :data:`ChunkRunner`: the vmapped scan, with the seed-independent
     leaves passed unbatched (:func:`seed_axes`)."""
-    axes = seed_axes(state)
+    axes = _scan_axes(agent, state, seed_axes(state))
     leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
     run = _vmapped_updates(agent, treedef, tuple(leaves))
     return run(unbatch(state, axes), jnp.asarray(start, counter_dtype()), length)
+
+
+def _scan_axes(agent: Agent, state: Any, axes: Any) -> Any:
+    """``axes`` (:func:`seed_axes` of ``state``) with every leaf that the update scan batches
+    anyway set to 0.
+
+    A leaf equal for all seeds only by chance -- at the start of a run the environments' time
+    steps, an empty replay buffer's actions -- is unbatched by :func:`seed_axes`, and the scan
+    batches it again on entry (a carry is batched where any update makes it so). Passed in
+    batched, it gives the same scan, so the first chunk compiles to the same program as the
+    chunks after it instead of one of its own. Which leaves those are is read from one abstract
+    trace of a one-update chunk (cached per agent and batching pattern): the outputs that leave
+    the vmapped scan batched.
+    """
+    leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
+    shapes, state_def = jax.tree.flatten(jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
+    flags = _scan_batched(agent, treedef, tuple(leaves), state_def,
+                          tuple((x.shape, x.dtype) for x in shapes))
+    return jax.tree.map(lambda a, batched: 0 if batched else a, axes, flags,
+                        is_leaf=lambda x: x is None)
+
+
+def _is_batched(x: Any) -> bool:
+    # jax has no public way to ask a vmap tracer whether it carries the batch axis
+    from jax._src.interpreters import batching
+
+    return isinstance(x, batching.BatchTracer) and isinstance(x.batch_dim, int)
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_batched(agent: Agent, treedef: Any, leaves: tuple, state_def: Any,
+                  avals: tuple) -> Any:
+    """For :func:`_scan_axes`: a tree shaped like the axes, True where the scan's output is
+    batched (None where the state has no array)."""
+    axes = jax.tree.unflatten(treedef, leaves)
+    state = jax.tree.unflatten(state_def, [jax.ShapeDtypeStruct(s, d) for s, d in avals])
+    inputs = jax.tree.map(lambda a, x: x if a == 0 or x is None else
+                          jax.ShapeDtypeStruct(x.shape[1:], x.dtype), axes, state,
+                          is_leaf=lambda a: a is None)
+    flags: list = []
+
+    def one_update(s, start):
+        s, _ = run_updates(agent, s, start, 1)
+        flags.append(jax.tree.map(_is_batched, s))
+        return s
+
+    jax.eval_shape(jax.vmap(one_update, in_axes=(axes, None)), inputs,
+                   jax.ShapeDtypeStruct((), counter_dtype()))
+    return flags[0]
 
 
 # One compiled init and chunk per agent (and batching pattern), so repeated calls of

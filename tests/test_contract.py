@@ -33,8 +33,11 @@ def test_chunked_runs_equal_one_train_call_bitwise(algo):
     keys, _, state, metrics = vmapped_run(algo)
     agent = small_agent(algo)
     # chunks of about 3 updates (run_chunked evens them out to one compiled length)
+    compiled = loop._vmapped_updates.cache_info().misses
     chunks = list(loop.run_chunked(agent, keys, chunk=3))
     assert len(chunks) > 1 and chunks[-1][0] == agent.num_updates
+    # the first chunk too: the leaves equal for all seeds only at the start go in batched
+    assert loop._vmapped_updates.cache_info().misses == compiled + 1
     assert_trees_equal({k: np.concatenate([c[2][k] for c in chunks], axis=1)
                         for k in metrics}, metrics)
     assert_trees_equal(chunks[-1][1], state)
