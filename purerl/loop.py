@@ -429,9 +429,11 @@ def _scan_axes(agent: Agent, state: Any, axes: Any) -> Any:
 
 def _is_batched(x: Any) -> bool:
     # jax has no public way to ask a vmap tracer whether it carries the batch axis
-    from jax._src.interpreters import batching
-
-    return isinstance(x, batching.BatchTracer) and isinstance(x.batch_dim, int)
+    try:
+        from jax._src.interpreters.batching import BatchTracer
+    except ImportError:  # another jax layout: every leaf as seed_axes says (one more compile)
+        return False
+    return isinstance(x, BatchTracer) and isinstance(getattr(x, "batch_dim", None), int)
 
 
 @functools.lru_cache(maxsize=64)
