@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import purerl
@@ -320,6 +321,22 @@ def _storable(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
+def _uncommitted(tree: Any) -> Any:
+    """``tree``'s arrays (on the default device) as uncommitted arrays, like a fresh run's: a
+    committed argument is compiled into the program (its sharding), so a resumed run would
+    otherwise compile another chunk program than the run it continues, and a persistent
+    compilation cache would miss in a new process."""
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended):
+            return jax.random.wrap_key_data(jnp.asarray(np.asarray(jax.random.key_data(x))),
+                                            impl=jax.random.key_impl(x))
+        return jnp.asarray(np.asarray(x))
+
+    return jax.tree.map(one, tree)
+
+
 def _rebuild(restored: Any, target: Any) -> Any:
     """The zero-size leaves of ``target`` (abstract, placed) as empty arrays again."""
     def one(x, t):
@@ -530,8 +547,9 @@ def restore(path: str | os.PathLike, config: Any = None, *, algo: str | None = N
     to the new budget. ``total_timesteps``: shorthand for the saved config with a new budget.
     Continue training with ``loop.run_chunked(run.agent, None, chunk=K, state=run.state)``.
     ``sharding``: where the state's arrays go (a ``jax.sharding.Sharding``, or a function of a
-    leaf's ``jax.ShapeDtypeStruct`` returning one); default the first device. Checkpoints hold
-    whole arrays, so a state saved sharded over any number of devices restores onto any other
+    leaf's ``jax.ShapeDtypeStruct`` returning one); default: the default device, uncommitted
+    like a fresh run's arrays (so the run continues with the program it compiled). Checkpoints
+    hold whole arrays, so a state saved sharded over any number of devices restores onto any other
     (:func:`purerl.distributed.restore`). Raises :class:`CheckpointError` (one line) for every
     problem, before reading any array."""
     for attempt in range(5):
@@ -626,5 +644,8 @@ def _read_state(ckpt: Path, meta: Mapping[str, Any], target: Any, sharding: Any
                               "orbax-checkpoint version purerl requires (>=0.12,<0.13)") from None
     finally:
         checkpointer.close()
-    state = prng.to_unrolled(_rebuild(item["state"], placed))
+    state = _rebuild(item["state"], placed)
+    if sharding is None:
+        state = _uncommitted(state)
+    state = prng.to_unrolled(state)
     return state, {k: np.asarray(v) for k, v in item.get("metrics", {}).items()}

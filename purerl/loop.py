@@ -464,8 +464,24 @@ def _scan_batched(agent: Agent, treedef: Any, leaves: tuple, state_def: Any,
 def vmapped_init(agent: Agent, sweep: bool) -> Callable:
     """The compiled ``init(keys, hparams)`` of ``agent`` vmapped over a leading seed axis of
     ``keys`` (and of ``hparams`` when ``sweep``; unbatched otherwise), cached per agent."""
-    return jit(jax.vmap(agent.init, in_axes=(0, 0 if sweep else None)),
+    init = jax.vmap(agent.init, in_axes=(0, 0 if sweep else None))
+    return jit(lambda keys, hparams: strong_types(init(keys, hparams)),
                recurrent=agent.initial_carry is not None)
+
+
+def strong_types(tree: Any) -> Any:
+    """``tree`` with no weakly typed leaf (a Python scalar in an environment's reset makes one:
+    gymnax's time step). A chunk program is compiled for its arguments' weak types too, so a
+    fresh state would otherwise compile another program than the same state restored from a
+    checkpoint (orbax restores strong types): in a new process, a persistent compilation cache
+    would miss. Same values, same results."""
+    def strong(x):
+        if getattr(x, "weak_type", False) and not jax.dtypes.issubdtype(
+                x.dtype, jax.dtypes.extended):
+            return jax.lax.convert_element_type(x, x.dtype)
+        return x
+
+    return jax.tree.map(strong, tree)
 
 
 @functools.lru_cache(maxsize=64)

@@ -127,6 +127,29 @@ def test_run_chunked_continues_from_a_restored_state():
         next(loop.run_chunked(half.agent, None, state=half.state, start=1))
 
 
+def _chunk_program(agent: loop.Agent, state, length: int) -> str:
+    """The StableHLO text of the chunk program ``run_chunked`` compiles for ``state``."""
+    axes = loop._scan_axes(agent, state, loop.seed_axes(state))
+    leaves, treedef = jax.tree.flatten(axes, is_leaf=lambda x: x is None)
+    run = loop._vmapped_updates(agent, treedef, tuple(leaves))
+    return run.lower(loop.unbatch(state, axes), jnp.asarray(0, loop.counter_dtype()),
+                     length).as_text()
+
+
+def test_a_restored_state_compiles_the_program_of_the_run_it_continues():
+    """A fresh state (weakly typed leaves from the environments' resets, uncommitted arrays) and
+    the same run restored from a checkpoint (strong types, committed to a device by orbax)
+    lowered to different chunk programs, so a resumed run compiled again: in a new process even
+    with a persistent compilation cache. Both now give the same program text."""
+    half = checkpoint.restore(trained("ppo") / "checkpoints" / str(HALF["ppo"]))
+    fresh = loop.vmapped_init(half.agent, False)(jax.random.split(jax.random.key(0), SEEDS),
+                                                 None)
+    assert not any(getattr(x, "weak_type", False) for x in jax.tree.leaves(fresh))
+    assert not any(getattr(x, "committed", False) for x in jax.tree.leaves(half.state))
+    assert _chunk_program(half.agent, half.state, HALF["ppo"]) == \
+        _chunk_program(half.agent, fresh, HALF["ppo"])
+
+
 def test_chunk_lengths_align_with_checkpoints():
     assert loop.even_chunk(100, 10) == 10 and loop.even_chunk(97, 10) == 10
     assert loop.even_chunk(100, 50, align=15) == 15  # at most the interval, divides it
