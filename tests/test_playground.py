@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import purerl_jit_at_level0
 
 import purerl
 from purerl import envs, playground, ppo
@@ -173,17 +172,37 @@ def test_ppo_builds_and_traces_on_a_playground_task(cartpole):
 RANDOM_RETURN, ZERO_ACTION_RETURN = 387.0, 697.0
 
 
-@pytest.mark.slow
-def test_ppo_learns_cartpole_balance(cartpole):
-    """Jitted PPO over two vmapped seeds (the auto-reset's batching rule under nested vmap):
-    finite metrics, and a final evaluation far above both the random and the zero-action
-    policy. ~60 s on 2 CPU cores, nearly all XLA compilation of the MJX program (LLVM level 0
+# PPO's learning check on CartpoleBalance runs through the CLI with a checkpoint halfway: the
+# same run serves the checkpoint and resume checks below (one MJX training program compiled,
+# not two: the suite is compile-bound).
+LEARN_UPDATES = 244  # 250k env steps of 16 envs x 64 steps
+HALF = LEARN_UPDATES // 2
+
+
+@pytest.fixture(scope="module")
+def cli_run(cartpole, tmp_path_factory):
+    """``purerl train ppo`` on CartpoleBalance over two vmapped seeds (the auto-reset's batching
+    rule under nested vmap) with purerl's defaults for 250k env steps, evaluated and checkpointed
+    halfway and at the end. Mostly XLA compiling the MJX program; at LLVM level 1 (level 0
     compiled it faster but ran it slower: 82 s in the whole suite against 68 s)."""
-    train = ppo.make_train({"env": "playground/CartpoleBalance", "num_envs": 16,
-                            "num_steps": 64, "total_timesteps": 250_000, "eval_every": 0,
-                            "eval_episodes": 4})
-    _, metrics = purerl.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 2))
-    metrics = jax.device_get(metrics)
+    from purerl.cli import main
+
+    out = tmp_path_factory.mktemp("playground_cli")
+    args = ["train", "ppo", "--env", "playground/CartpoleBalance", "--no-preset", "--seeds",
+            "2", "--total-timesteps", str(16 * 64 * LEARN_UPDATES), "--set", "num_envs=16",
+            "--set", "num_steps=64", "--set", f"eval_every={HALF}", "--set", "eval_episodes=4",
+            "--chunk", str(HALF), "--checkpoint-every", str(HALF), "--out", str(out),
+            "--name", "pg"]
+    assert main(args) == 0
+    return out / "pg"
+
+
+@pytest.mark.slow
+def test_ppo_learns_cartpole_balance(cli_run):
+    """Finite metrics, and a final evaluation far above both the random and the zero-action
+    policy."""
+    metrics = purerl.load(cli_run).metrics
+    assert metrics["eval_return"].shape == (2, LEARN_UPDATES)
     for name in ("policy_loss", "value_loss", "entropy", "approx_kl"):
         assert np.isfinite(metrics[name]).all(), name
     completed = metrics["episode_return"][metrics["episode_count"] > 0]
@@ -191,23 +210,6 @@ def test_ppo_learns_cartpole_balance(cartpole):
     final = metrics["eval_return"][:, -1]
     # 900: over twice the random policy's return and 200 above the zero action's
     assert (final >= 900).all(), (final, RANDOM_RETURN, ZERO_ACTION_RETURN)
-
-
-@pytest.fixture(scope="module")
-def cli_run(cartpole, tmp_path_factory):
-    """``purerl train ppo`` on CartpoleBalance with a checkpoint after 2 of its 4 updates, at
-    LLVM level 0 (its checks read what it saved, and the resumed run loads its chunk program)."""
-    from purerl.cli import main
-
-    out = tmp_path_factory.mktemp("playground_cli")
-    args = ["train", "ppo", "--env", "playground/CartpoleBalance", "--no-preset", "--seeds",
-            "2", "--total-timesteps", str(4 * 16 * 4), "--set", "num_envs=4", "--set",
-            "num_steps=16", "--set", "update_epochs=1", "--set", "num_minibatches=2", "--set",
-            "hidden_sizes=16,16", "--set", "eval_every=2", "--set", "eval_episodes=1",
-            "--chunk", "2", "--checkpoint-every", "2", "--out", str(out), "--name", "pg"]
-    with purerl_jit_at_level0():
-        assert main(args) == 0
-    return out / "pg"
 
 
 @pytest.mark.slow
@@ -218,16 +220,18 @@ def test_cli_run_saves_and_restores_its_checkpoints(cli_run):
     eval`` restores a checkpoint as ``purerl.load`` does here)."""
     from purerl import checkpoint, rundir
 
-    assert [n for n, _ in checkpoint.checkpoints(cli_run)] == [2, 4]
+    assert [n for n, _ in checkpoint.checkpoints(cli_run)] == [HALF, LEARN_UPDATES]
     assert not rundir.missing_results(cli_run)
     loaded = purerl.load(cli_run)
     assert any(np.size(x) == 0 for x in jax.tree.leaves(loaded.state))
     evals = np.asarray(loaded.metrics["eval_return"])  # the run's own evaluations
-    assert np.isfinite(evals[:, [1, 3]]).all() and evals[:, -1].min() > 0
+    assert np.isfinite(evals[:, [HALF - 1, -1]]).all() and evals[:, -1].min() > 0
 
 
 @pytest.mark.slow
-def test_cli_run_resumes_to_the_same_metrics(cli_run, tmp_path, purerl_jit_level0):
+def test_cli_run_resumes_to_the_same_metrics(cli_run, tmp_path):
+    """Resumed from the halfway checkpoint (with the run's chunk program, loaded from the
+    compilation cache), the run writes the uninterrupted run's metrics."""
     import json
     import shutil
 
@@ -235,7 +239,7 @@ def test_cli_run_resumes_to_the_same_metrics(cli_run, tmp_path, purerl_jit_level
 
     split = tmp_path / "split"  # as if interrupted after the first checkpoint
     shutil.copytree(cli_run, split)
-    shutil.rmtree(split / "checkpoints" / "4")
+    shutil.rmtree(split / "checkpoints" / str(LEARN_UPDATES))
     for name in ("metrics.json", "metrics.csv", "summary.txt", "learning_curve.png"):
         (split / name).unlink()
     assert main(["resume", str(split)]) == 0
