@@ -16,7 +16,7 @@ import pytest
 from helpers import assert_trees_close, assert_trees_equal, final_seed_evals
 
 import purerl
-from purerl import envs, loop, ppo, recurrent, rollout
+from purerl import envs, loop, ppo, prng, recurrent, rollout
 
 FLAX_CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
 # a tiny recurrent run of each trainer with memory: episodes of MemoryChain-3 (4 steps) end and
@@ -177,7 +177,7 @@ def test_recurrent_ppo_loss_and_gradient_equal_a_python_loop():
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_recurrent_contract_vmap_chunks_and_traced_hyperparameters(algo):
+def test_recurrent_contract_vmap_chunks_and_traced_hyperparameters(algo, monkeypatch):
     module = purerl.get_algorithm(algo)
     agent = module.make_agent(TINY[algo])
     keys = jax.random.split(jax.random.key(0), 2)
@@ -198,6 +198,10 @@ def test_recurrent_contract_vmap_chunks_and_traced_hyperparameters(algo):
         keys[1], {"lr": jnp.array([TINY[algo].get("lr", module.Config.lr), 3e-3])})[0]
     assert_trees_close(jax.tree.map(lambda x: x[0], grid.params),
                        jax.tree.map(lambda x: x[1], state.params))
+    # the single run draws through JAX's lowering of the generator (bit for bit the same
+    # numbers, test_prng): an unbatched recurrent program compiles 2-3x slower with the
+    # unrolled hash, and it is compared to a tolerance
+    monkeypatch.setenv(prng.UNROLL_ENV, "0")
     other = purerl.jit(module.make_train({**TINY[algo], "lr": 3e-3}))(keys[1])[0]
     assert_trees_close(jax.tree.map(lambda x: x[1], grid.params), other.params)
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import assert_trees_close, assert_trees_equal, final_seed_evals
 
 import purerl
-from purerl import a2c, a3c, checkpoint, envs, loop, recurrent, trpo
+from purerl import a2c, a3c, checkpoint, envs, loop, prng, recurrent, trpo
 from purerl.parallel import DataParallel
 
 # tiny runs on MemoryChain-3 (episodes of 4 steps: every segment crosses episode boundaries, so
@@ -99,8 +99,10 @@ def test_recurrent_fisher_vector_product_is_the_dense_fisher_matrix_times_v(cell
 # ----------------------------------------------------------------------------- A3C is A2C
 
 
-def test_recurrent_a3c_with_one_worker_is_recurrent_a2c(purerl_jit_level0):
-    # both runs compiled here, at level 0
+def test_recurrent_a3c_with_one_worker_is_recurrent_a2c(purerl_jit_level0, monkeypatch):
+    # both runs compiled here, at level 0, and unbatched: drawn through JAX's lowering of the
+    # generator (the same bits, test_prng; the unrolled hash compiles 2-3x slower unbatched)
+    monkeypatch.setenv(prng.UNROLL_ENV, "0")
     config = dict(env="MemoryChain-3-bsuite", num_envs=4, num_steps=5, total_timesteps=4 * 5 * 6,
                   memory="gru", memory_size=8, hidden_sizes=(16,), eval_every=3, eval_episodes=2)
     key = jax.random.key(3)

@@ -129,7 +129,10 @@ def test_config_errors():
 
 @pytest.mark.slow
 def test_reward_to_go_with_value_baseline_solves_cartpole():
-    final = final_seed_evals(reinforce, dict(total_timesteps=16 * 500 * 40, eval_every=40))
+    """32 updates of 16 episodes, not 40: of 8 seeds measured (2026-12-07, key 0) the mean
+    was 412 after 24 updates (worst 301), 490 after 32 (worst 455) and 499 after 40, so a
+    4-seed mean fails 400 at 32 only if two seeds sit far below the 8 measured."""
+    final = final_seed_evals(reinforce, dict(total_timesteps=16 * 500 * 32, eval_every=32))
     assert final.mean() >= 400, final
 
 
