@@ -470,14 +470,16 @@ def vmapped_init(agent: Agent, sweep: bool) -> Callable:
 
 
 def strong_types(tree: Any) -> Any:
-    """``tree`` with no weakly typed leaf (a Python scalar in an environment's reset makes one:
-    gymnax's time step). A chunk program is compiled for its arguments' weak types too, so a
-    fresh state would otherwise compile another program than the same state restored from a
-    checkpoint (orbax restores strong types): in a new process, a persistent compilation cache
-    would miss. Same values, same results."""
+    """``tree`` with no weakly typed 32-bit (or narrower) leaf (a Python scalar in an
+    environment's reset makes one: gymnax's time step). A chunk program is compiled for its
+    arguments' weak types too, so a fresh state would otherwise compile another program than the
+    same state restored from a checkpoint (orbax restores strong types): in a new process, a
+    persistent compilation cache would miss. Same values, same results. 64-bit leaves (only
+    under ``JAX_ENABLE_X64``) stay weak: the update scan narrows a weak carry to the type its
+    body returns (a Python float is float64 there), where a strong one would be refused."""
     def strong(x):
-        if getattr(x, "weak_type", False) and not jax.dtypes.issubdtype(
-                x.dtype, jax.dtypes.extended):
+        if (getattr(x, "weak_type", False) and x.dtype.itemsize <= 4
+                and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended)):
             return jax.lax.convert_element_type(x, x.dtype)
         return x
 
