@@ -305,6 +305,9 @@ def test_value_network_variant_learns_pendulum_within_15k_steps():
 
 @pytest.mark.slow
 def test_discrete_sac_learns_cartpole():
-    final = final_seed_evals(sac, sac.Config.for_env("CartPole-v1", eval_every=0),  # preset
-                             seeds=2)
+    """The CartPole preset's config at 20k of its 30k env steps (SAC has no budget-dependent
+    schedule, so this is the preset run's first 20k steps): of 6 seeds measured (2026-12-07,
+    key 0) every one evaluated 500 from 20k steps on; at 15k the mean was 314 (191-500)."""
+    final = final_seed_evals(sac, sac.Config.for_env("CartPole-v1", eval_every=0,
+                                                     total_timesteps=20_000), seeds=2)
     assert final.mean() >= 400, final
