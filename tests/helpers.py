@@ -103,6 +103,58 @@ def purerl_jit_at_level0():
         loop.compiler_options = original
 
 
+# ------------------------------------------------- documented NaNs (docs/contract.md)
+
+# the replay trainers, whose learning metrics are NaN on warm-up updates
+OFF_POLICY_ALGOS = ("dqn", "ddpg", "td3", "sac", "off_policy_ac")
+# metrics that exist on every update, warm-up or not
+ALWAYS = {"episode_return", "episode_count", "env_steps", "eval_return", "epsilon", "lr",
+          "noise_scale"}
+
+
+def documented_nan(algo: str, cfg: dict, metrics: dict, num_updates: int, eval_every: int
+                   ) -> dict[str, np.ndarray]:
+    """For each metric, the updates on which NaN is documented -- and required: the cases of
+    docs/contract.md, and TD3's actor loss as documented in :mod:`purerl.dpg`."""
+    updates = np.arange(1, num_updates + 1)
+    evaluated = updates == num_updates
+    if eval_every > 0:
+        evaluated |= updates % eval_every == 0
+    nan = {name: np.zeros(num_updates, bool) for name in metrics}
+    nan["episode_return"] = np.asarray(metrics["episode_count"]) == 0
+    nan["eval_return"] = ~evaluated
+    if algo in OFF_POLICY_ALGOS:
+        # learning iff the buffer holds learning_starts transitions after the update's add
+        learning = updates * cfg["num_envs"] >= cfg["learning_starts"]
+        for name in set(metrics) - ALWAYS:
+            nan[name] = ~learning
+        policy_delay = getattr(purerl.get_algorithm(algo).Config.coerce(cfg), "policy_delay", 1)
+        if policy_delay > 1:  # TD3: the actor steps on every policy_delay-th gradient step
+            # the j-th learning update takes gradient steps j * G .. j * G + G - 1
+            steps = cfg["num_gradient_steps"]
+            actor = np.array([any((j * steps + k) % policy_delay == 0 for k in range(steps))
+                              for j in np.cumsum(learning) - 1])
+            nan["actor_loss"] = ~learning | ~actor
+    return nan
+
+
+def non_finite_report(algo: str, env: str, metrics: dict, num_updates: int, eval_every: int,
+                      cfg: dict) -> list[str]:
+    """The metrics that are NaN or infinite where docs/contract.md does not allow it, or finite
+    where it documents NaN: one line per metric."""
+    expected = documented_nan(algo, cfg, metrics, num_updates, eval_every)
+    problems = []
+    for name, value in sorted(metrics.items()):
+        value = np.asarray(value, np.float64)
+        assert value.shape == (num_updates,), (name, value.shape)
+        bad = ~np.isfinite(value) & ~expected[name]
+        bad |= ~np.isnan(value) & expected[name]
+        if bad.any():
+            problems.append(f"{algo} {env} {name}: updates {np.flatnonzero(bad).tolist()} of "
+                            f"{num_updates}: {value.tolist()}")
+    return problems
+
+
 def final_seed_evals(module, config, seeds=4, key=0):
     """The final deterministic evaluation of each of ``seeds`` vmapped runs (keys split from
     ``jax.random.key(key)``): what the learning checks assert on."""

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import (SMALL, assert_trees_equal, assert_vmap_equals_single_runs,
-                     purerl_jit_at_level0, small_agent, vmapped_run)
+                     non_finite_report, purerl_jit_at_level0, small_agent, vmapped_run)
 
 import purerl
 from purerl import envs, loop, prng
@@ -57,6 +57,19 @@ def test_common_metrics_and_evaluation_schedule(algo):
     evaluated = (np.arange(1, n + 1) % every == 0) | (np.arange(1, n + 1) == n)
     assert np.isfinite(metrics["eval_return"][:, evaluated]).all()
     assert np.isnan(metrics["eval_return"][:, ~evaluated]).all()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_every_metric_is_finite_except_documented_nans(algo):
+    """On the reference environment, for every seed: test_finite_metrics checks the other
+    gymnax families with programs of their own."""
+    _, _, _, metrics = vmapped_run(algo)
+    agent = small_agent(algo)
+    problems = [p for i in range(3)
+                for p in non_finite_report(algo, f"{SMALL[algo]['env']} seed {i}",
+                                           {k: v[i] for k, v in metrics.items()},
+                                           agent.num_updates, agent.eval_every, SMALL[algo])]
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -1,5 +1,6 @@
 """Every metric of every trainer is finite on one environment of every gymnax family the trainer
-supports (classic control, MinAtar, bsuite, misc), except where docs/contract.md documents NaN:
+supports beyond classic control (MinAtar, bsuite, misc), except where docs/contract.md
+documents NaN (``helpers.documented_nan``):
 
 * ``episode_return`` in an update where no episode ended (``episode_count == 0``), and there
   it must be NaN;
@@ -8,10 +9,14 @@ supports (classic control, MinAtar, bsuite, misc), except where docs/contract.md
   env steps are stored), which take no gradient step, and there they must be NaN; and TD3's
   ``actor_loss`` on updates whose gradient steps include no delayed actor step.
 
+Classic control is each trainer's reference environment: test_contract checks the same on
+the contract's vmapped run there (CartPole-v1, or Pendulum-v1 for DDPG, TD3 and SAC), so no
+program is compiled for it here.
+
 One compiled run per (algorithm, environment) with tiny networks and batches, a few updates,
 one evaluation at the end; one test per algorithm so the compilations are spread evenly. The
-configurations provoke the sparse-reward corner cases: FrozenLake and a few MinAtar episodes
-rarely see a reward, so whole batches of returns are 0.
+configurations provoke the sparse-reward corner cases: DeepSea, FrozenLake and a few MinAtar
+episodes rarely see a reward, so whole batches of returns are 0.
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import OFF_POLICY_ALGOS, non_finite_report
 
 import purerl
 from purerl import envs, losses, prng
 
-# One environment of every gymnax family (classic control, MinAtar, bsuite, misc). Where a
-# family has both action spaces, the trainers that support both get the continuous classic-control
-# task (CartPole-v1 is every trainer's reference environment, checked everywhere else) and the
-# discrete misc one (FrozenLake, whose reward is rare enough that whole batches of returns are 0).
-FAMILIES = {"classic": ("CartPole-v1", "Pendulum-v1"), "minatar": ("Breakout-MinAtar", None),
-            "bsuite": ("DeepSea-bsuite", None), "misc": ("FrozenLake-misc", "PointRobot-misc")}
+# One environment of every gymnax family but classic control (test_contract, see above): (the
+# discrete one, the continuous one). The misc family has both: a trainer that supports
+# continuous actions gets PointRobot (its continuous path is then run beyond its reference
+# environment), a discrete-only one FrozenLake, whose reward is rare enough that whole batches
+# of returns are 0 (the discrete trainers see that on DeepSea too).
+FAMILIES = {"minatar": ("Breakout-MinAtar", None), "bsuite": ("DeepSea-bsuite", None),
+            "misc": ("FrozenLake-misc", "PointRobot-misc")}
 
 UPDATES = 3  # on-policy updates per run
 THREADS = min(2, os.cpu_count() or 1)  # (algorithm, environment) runs compiled concurrently
@@ -57,10 +64,6 @@ CONFIGS: dict[str, dict] = {
     "sac": dict(OFF_POLICY),
     "off_policy_ac": dict(OFF_POLICY),
 }
-OFF_POLICY_ALGOS = ("dqn", "ddpg", "td3", "sac", "off_policy_ac")
-# metrics that exist on every update, warm-up or not
-ALWAYS = {"episode_return", "episode_count", "env_steps", "eval_return", "epsilon", "lr",
-          "noise_scale"}
 
 
 def envs_for(algo: str) -> list[str]:
@@ -68,9 +71,8 @@ def envs_for(algo: str) -> list[str]:
     spaces = purerl.ALGORITHMS[algo][1]
     discrete, continuous = "discrete" in spaces, "continuous" in spaces
     chosen = []
-    for family, (d, c) in FAMILIES.items():
-        prefer_continuous = family == "classic" and continuous
-        if c is not None and (prefer_continuous or not discrete):
+    for d, c in FAMILIES.values():
+        if c is not None and continuous:
             chosen.append(c)
         elif d is not None and discrete:
             chosen.append(d)
@@ -90,49 +92,6 @@ def config_for(algo: str, env: str) -> dict:
         config = purerl.get_algorithm(algo).Config.coerce({**cfg, "total_timesteps": 10**6})
         per_update = config.steps_per_update
     return {**cfg, "total_timesteps": UPDATES * per_update}
-
-
-def documented_nan(algo: str, cfg: dict, metrics: dict, num_updates: int, eval_every: int
-                   ) -> dict[str, np.ndarray]:
-    """For each metric, the updates on which NaN is documented -- and required: the cases of
-    docs/contract.md, and TD3's actor loss as documented in :mod:`purerl.dpg`."""
-    updates = np.arange(1, num_updates + 1)
-    evaluated = updates == num_updates
-    if eval_every > 0:
-        evaluated |= updates % eval_every == 0
-    nan = {name: np.zeros(num_updates, bool) for name in metrics}
-    nan["episode_return"] = np.asarray(metrics["episode_count"]) == 0
-    nan["eval_return"] = ~evaluated
-    if algo in OFF_POLICY_ALGOS:
-        # learning iff the buffer holds learning_starts transitions after the update's add
-        learning = updates * cfg["num_envs"] >= cfg["learning_starts"]
-        for name in set(metrics) - ALWAYS:
-            nan[name] = ~learning
-        policy_delay = getattr(purerl.get_algorithm(algo).Config.coerce(cfg), "policy_delay", 1)
-        if policy_delay > 1:  # TD3: the actor steps on every policy_delay-th gradient step
-            # the j-th learning update takes gradient steps j * G .. j * G + G - 1
-            steps = cfg["num_gradient_steps"]
-            actor = np.array([any((j * steps + k) % policy_delay == 0 for k in range(steps))
-                              for j in np.cumsum(learning) - 1])
-            nan["actor_loss"] = ~learning | ~actor
-    return nan
-
-
-def non_finite_report(algo: str, env: str, metrics: dict, num_updates: int, eval_every: int,
-                      cfg: dict) -> list[str]:
-    """The metrics that are NaN or infinite where docs/contract.md does not allow it, or finite
-    where it documents NaN: one line per metric."""
-    expected = documented_nan(algo, cfg, metrics, num_updates, eval_every)
-    problems = []
-    for name, value in sorted(metrics.items()):
-        value = np.asarray(value, np.float64)
-        assert value.shape == (num_updates,), (name, value.shape)
-        bad = ~np.isfinite(value) & ~expected[name]
-        bad |= ~np.isnan(value) & expected[name]
-        if bad.any():
-            problems.append(f"{algo} {env} {name}: updates {np.flatnonzero(bad).tolist()} of "
-                            f"{num_updates}: {value.tolist()}")
-    return problems
 
 
 def run(algo: str, env: str, key: int = 0) -> list[str]:
