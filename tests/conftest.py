@@ -52,24 +52,3 @@ def purerl_jit_level0():
 
     with purerl_jit_at_level0():
         yield
-
-
-# The longest test files first. pytest-xdist's ``--dist loadfile`` hands each worker the next
-# file in collection order when it finishes one, so alphabetical order left long files (SAC,
-# the recurrent trainers, TRPO) near the end, where one worker ran them while the other had
-# nothing left. Longest first, short ones last, the two workers finish close together. The
-# order is the files' durations in a whole-suite run (benchmarks/RESULTS.md, "Compile time of
-# the test suite"); files not listed follow in alphabetical order.
-LONGEST_FIRST = ("test_contract", "test_recurrent", "test_sac", "test_recurrent_episodes",
-                 "test_playground", "test_off_policy_ac", "test_faults",
-                 "test_recurrent_trpo_a3c", "test_checkpoint", "test_ppo", "test_trpo",
-                 "test_finite_metrics", "test_ddpg_td3", "test_preset_learning", "test_dqn",
-                 "test_actor_critic", "test_a2c_a3c", "test_probes", "test_notebooks",
-                 "test_distributed", "test_notebook_off_policy", "test_sweep", "test_minatar",
-                 "test_distributed_cli", "test_data_parallel", "test_config", "test_reinforce",
-                 "test_prng", "test_pqn", "test_presets")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: file order kept
