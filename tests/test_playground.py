@@ -177,21 +177,25 @@ RANDOM_RETURN, ZERO_ACTION_RETURN = 387.0, 697.0
 # not two: the suite is compile-bound).
 LEARN_UPDATES = 244  # 250k env steps of 16 envs x 64 steps
 HALF = LEARN_UPDATES // 2
+# chunks and checkpoints every quarter: the resume check continues from the third, so it runs
+# one quarter of the updates again instead of half (the MJX step is most of its time)
+QUARTER = LEARN_UPDATES // 4
 
 
 @pytest.fixture(scope="module")
 def cli_run(cartpole, tmp_path_factory):
     """``purerl train ppo`` on CartpoleBalance over two vmapped seeds (the auto-reset's batching
-    rule under nested vmap) with purerl's defaults for 250k env steps, evaluated and checkpointed
-    halfway and at the end. Mostly XLA compiling the MJX program; at LLVM level 1 (level 0
-    compiled it faster but ran it slower: 82 s in the whole suite against 68 s)."""
+    rule under nested vmap) with purerl's defaults for 250k env steps, evaluated halfway and
+    at the end, checkpointed every quarter (the newest three kept). Mostly XLA compiling the
+    MJX program; at LLVM level 1 (level 0 compiled it faster but ran it slower: 82 s in the
+    whole suite against 68 s)."""
     from purerl.cli import main
 
     out = tmp_path_factory.mktemp("playground_cli")
     args = ["train", "ppo", "--env", "playground/CartpoleBalance", "--no-preset", "--seeds",
             "2", "--total-timesteps", str(16 * 64 * LEARN_UPDATES), "--set", "num_envs=16",
             "--set", "num_steps=64", "--set", f"eval_every={HALF}", "--set", "eval_episodes=4",
-            "--chunk", str(HALF), "--checkpoint-every", str(HALF), "--out", str(out),
+            "--chunk", str(QUARTER), "--checkpoint-every", str(QUARTER), "--out", str(out),
             "--name", "pg"]
     assert main(args) == 0
     return out / "pg"
@@ -220,7 +224,8 @@ def test_cli_run_saves_and_restores_its_checkpoints(cli_run):
     eval`` restores a checkpoint as ``purerl.load`` does here)."""
     from purerl import checkpoint, rundir
 
-    assert [n for n, _ in checkpoint.checkpoints(cli_run)] == [HALF, LEARN_UPDATES]
+    assert [n for n, _ in checkpoint.checkpoints(cli_run)] == [HALF, HALF + QUARTER,
+                                                              LEARN_UPDATES]
     assert not rundir.missing_results(cli_run)
     loaded = purerl.load(cli_run)
     assert any(np.size(x) == 0 for x in jax.tree.leaves(loaded.state))
@@ -230,14 +235,14 @@ def test_cli_run_saves_and_restores_its_checkpoints(cli_run):
 
 @pytest.mark.slow
 def test_cli_run_resumes_to_the_same_metrics(cli_run, tmp_path):
-    """Resumed from the halfway checkpoint (with the run's chunk program, loaded from the
-    compilation cache), the run writes the uninterrupted run's metrics."""
+    """Resumed from the checkpoint before the last (with the run's chunk program, loaded from
+    the compilation cache), the run writes the uninterrupted run's metrics."""
     import json
     import shutil
 
     from purerl.cli import main
 
-    split = tmp_path / "split"  # as if interrupted after the first checkpoint
+    split = tmp_path / "split"  # as if interrupted after the third quarter's checkpoint
     shutil.copytree(cli_run, split)
     shutil.rmtree(split / "checkpoints" / str(LEARN_UPDATES))
     for name in ("metrics.json", "metrics.csv", "summary.txt", "learning_curve.png"):
