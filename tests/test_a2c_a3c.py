@@ -61,8 +61,12 @@ def test_a2c_metrics_env_steps_and_lr_annealing(a2c_train):
 def test_a3c_with_one_worker_is_a2c(a2c_train):
     key = jax.random.key(3)
     s2, m2 = a2c_train(key)
-    s3, m3 = purerl.jit(a3c.make_train({**SMALL["a2c"], "num_workers": 1, "lr": 7e-3,
-                                        "ent_coef_spread": 3.0}))(key)
+    # at a2c_train's level 0 as well: runs compared to a tolerance come from one compiler
+    # setting (a level-0 and a level-1 program differ in the last bits, which a sampled
+    # action can turn into another trajectory)
+    with purerl_jit_at_level0():
+        s3, m3 = purerl.jit(a3c.make_train({**SMALL["a2c"], "num_workers": 1, "lr": 7e-3,
+                                            "ent_coef_spread": 3.0}))(key)
     assert_trees_close(s2.params, s3.params, rtol=1e-5, atol=1e-6)
     assert_trees_close(s2.params, jax.tree.map(lambda x: x[0], s3.worker_params))
     for name in m2:
