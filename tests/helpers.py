@@ -1,7 +1,8 @@
 """Shared test code: one small configuration per trainer and its cached vmapped run, how the
-learning checks measure a run, comparisons of train states and metrics, the subprocesses of the
-multi-device checks and the notebooks' execution. (Test modules import it as ``from helpers
-import ...``: pyproject.toml puts tests/ on pytest's ``pythonpath``.)"""
+learning checks measure a run, where the metrics must be NaN (docs/contract.md), comparisons
+of train states and metrics, the subprocesses of the multi-device checks and the notebooks'
+execution. (Test modules import it as ``from helpers import ...``: pyproject.toml puts tests/
+on pytest's ``pythonpath``.)"""
 
 from __future__ import annotations
 
