@@ -1,7 +1,7 @@
 """A2C and A3C beyond the trainer contract (tests/test_contract.py): A2C's metrics and learning
 rate schedule, A3C's deterministic staleness and the order its stale gradients are applied in
 (and that one worker is A2C), the options, config errors, a hyperparameter sweep, and learning
-to stated returns."""
+CartPole to stated returns (A2C on Acrobot: its preset's measured return, docs/presets.md)."""
 
 import jax
 import jax.numpy as jnp
@@ -229,9 +229,3 @@ def test_a2c_solves_cartpole():
 def test_a3c_solves_cartpole():
     final = final_seed_evals(a3c, a3c.Config(total_timesteps=200_000))
     assert final.mean() >= 475, final
-
-
-@pytest.mark.slow
-def test_a2c_learns_acrobot():
-    final = final_seed_evals(a2c, a2c.Config(env="Acrobot-v1", total_timesteps=150_000))
-    assert final.mean() >= -100, final

@@ -175,7 +175,7 @@ RANDOM_RETURN, ZERO_ACTION_RETURN = 387.0, 697.0
 # PPO's learning check on CartpoleBalance runs through the CLI with a checkpoint halfway: the
 # same run serves the checkpoint and resume checks below (one MJX training program compiled,
 # not two: the suite is compile-bound).
-LEARN_UPDATES = 244  # 250k env steps of 16 envs x 64 steps
+LEARN_UPDATES = 152  # 155.6k env steps of 16 envs x 64 steps (all 6 seeds at 992+ by 154k)
 HALF = LEARN_UPDATES // 2
 # chunks and checkpoints every quarter: the resume check continues from the third, so it runs
 # one quarter of the updates again instead of half (the MJX step is most of its time)
@@ -185,7 +185,7 @@ QUARTER = LEARN_UPDATES // 4
 @pytest.fixture(scope="module")
 def cli_run(cartpole, tmp_path_factory):
     """``purerl train ppo`` on CartpoleBalance over two vmapped seeds (the auto-reset's batching
-    rule under nested vmap) with purerl's defaults for 250k env steps, evaluated halfway and
+    rule under nested vmap) with purerl's defaults for 155.6k env steps, evaluated halfway and
     at the end, checkpointed every quarter (the newest three kept). Mostly XLA compiling the
     MJX program; at LLVM level 1 (level 0 compiled it faster but ran it slower: 82 s in the
     whole suite against 68 s)."""

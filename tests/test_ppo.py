@@ -106,14 +106,15 @@ def test_ppo_clip_solves_cartpole_within_150k_steps():
 
 @pytest.mark.slow
 def test_ppo_kl_penalty_learns_cartpole():
-    """The median over 8 seeds, not the mean: with the adaptive penalty (Schulman et al. 2017,
+    """The median over 5 seeds, not the mean: with the adaptive penalty (Schulman et al. 2017,
     section 4) beta halves on every update whose KL stays under d_targ / 1.5, so once a seed has
     solved CartPole beta can decay towards zero and a later large step collapse the policy, and
     which seeds do depends on the machine's float rounding. At 150k steps 31 of 32 seeds
     measured ended at 500 and one at 183 (2026-12-07; by 250k about one seed in eight had
-    collapsed), so the median of 8 fails only if 4 do."""
+    collapsed), so the median of 5 fails only if 3 do: about 10 (1/32)^3 = 0.03% at that rate
+    (8 seeds until 2026-12-08: the run is most of this check's time)."""
     final = final_seed_evals(ppo, ppo.Config(variant="kl_penalty", total_timesteps=150_000),
-                             seeds=8)
+                             seeds=5)
     assert np.median(final) >= 475, final
 
 

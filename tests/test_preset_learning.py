@@ -1,8 +1,10 @@
 """Presets learn to their stated return: a representative subset, beyond each trainer's
 reference environment, trained at the preset's own budget (its config unchanged) on 4 seeds
-(2 for the slowest). The per-trainer learning checks on CartPole-v1, Acrobot-v1 and
+(2 for the slowest). The per-trainer learning checks on CartPole-v1 and
 Pendulum-v1 live in each trainer's test file; every preset's 8-seed result is measured by
-benchmarks/suite.py."""
+benchmarks/suite.py. (PPO's Catch-bsuite preset was checked here until 2026-12-08: PPO has four
+learning checks of its own and Catch runs in test_finite_metrics' bsuite family, so its 27 s
+went to fitting CI's 20 minutes.)"""
 
 import numpy as np
 import pytest
@@ -16,8 +18,6 @@ from helpers import final_seed_evals
 CHECKS = [
     # online TD(0) actor-critic on a continuous task: recorded -181.5 ± 47.3
     ("actor_critic", "Pendulum-v1", -300.0),
-    # bsuite Catch (+1 caught, -1 missed): recorded 1.0 ± 0.1
-    ("ppo", "Catch-bsuite", 0.8),
     # a sparse-reward continuous task, solved by OU exploration: a policy that stands still
     # scores 0, the flag is worth 100 minus the energy spent; recorded 78.6 ± 33.5 (7 of 8
     # seeds); the 2 seeds checked here (50k one-env updates each: the slowest check) 88, 88

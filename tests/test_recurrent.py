@@ -314,12 +314,15 @@ MEMORY_CHAIN = dict(env="MemoryChain-3-bsuite", memory_size=32, hidden_sizes=(32
 def test_memory_chain_is_learned_with_memory_only(algo, extra, purerl_jit_level0):
     """MemoryChain-3: the context bit is shown at the start and asked for 3 steps later; a
     feed-forward policy sees the same observation at the question whatever the bit, so it
-    scores 0 on average (+1 right, -1 wrong). (LLVM level 0: compiling is most of this check.)"""
+    scores 0 on average (+1 right, -1 wrong). That is the task's property, shown once, with
+    PPO; the other recurrent trainers' checks train the recurrent policy only (the suite is
+    compile-bound: each is a program). (LLVM level 0: compiling is most of this check.)"""
     module = purerl.get_algorithm(algo)
     recalled = final_seed_evals(module, {**MEMORY_CHAIN, **extra, "memory": "gru"})
-    reactive = final_seed_evals(module, {**MEMORY_CHAIN, **extra, "memory": "none"})
     assert recalled.min() >= 0.9, recalled
-    assert np.abs(reactive).max() <= 0.5, reactive
+    if algo == "ppo":
+        reactive = final_seed_evals(module, {**MEMORY_CHAIN, **extra, "memory": "none"})
+        assert np.abs(reactive).max() <= 0.5, reactive
 
 
 def test_recurrent_explained_variance_and_losses_are_finite(purerl_jit_level0):

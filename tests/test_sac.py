@@ -1,9 +1,9 @@
 """SAC: the tanh-Gaussian log-density against distrax and a numerical change of variables, soft
 targets against NumPy, the temperature adjustment, vmap over seeds of the discrete
 soft-value-network variant, the learning metrics and their warm-up, a swept fixed temperature,
-random warm-up, acting, the CLI, config errors and learning (continuous, discrete and the
-soft-value-network variant). vmap over seeds (continuous) and chunked runs:
-``test_contract.py``."""
+random warm-up, acting, the CLI, config errors, the soft-value-network variant's losses,
+gradients and target against NumPy, and learning (continuous and discrete). vmap over seeds
+(continuous) and chunked runs: ``test_contract.py``."""
 
 import distrax
 import jax
@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import (SMALL, assert_vmap_equals_single_runs, final_seed_evals, jit_level0,
-                     numpy_twin_q, run_updates, vmapped_run)
+from helpers import (SMALL, assert_trees_close, assert_vmap_equals_single_runs, final_seed_evals,
+                     jit_level0, numpy_twin_q, run_updates, vmapped_run)
 
 import purerl
-from purerl import envs, losses, sac
+from purerl import envs, losses, replay, sac
 from purerl.cli import main
 from purerl.distributions import Categorical, TanhGaussian
 from purerl.networks import SquashedGaussianActor
@@ -141,6 +141,77 @@ def test_discrete_soft_target_takes_the_exact_expectation():
     np.testing.assert_allclose(np.asarray(entropy), -np.sum(p * np.log(p), -1), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(y), reward + gamma * (1 - terminated) * v_ref,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_value_network_variant_losses_gradients_and_target_match_numpy():
+    """The 2018a variant (Haarnoja et al. 2018a, section 4.2), on a discrete task where the
+    policy's soft value is an exact sum: the critics regress to r + gamma (1 - terminated)
+    V_bar(s') with V_bar the *target* value network held constant, V_psi regresses to
+    sum_a pi(a|s) [min_i Q_i(s, a) - alpha log pi(a|s)] held constant, and a gradient step
+    moves V_bar a Polyak step towards the new V_psi. (Its learning is measured in
+    benchmarks/RESULTS.md; the default variant's learning check covers the rest of the step.)"""
+    config = sac.Config(env="CartPole-v1", value_network=True, hidden_sizes=(8, 8), gamma=0.9,
+                        tau=0.25, alpha=0.3, autotune_alpha=False)
+    spec = envs.make(config.env).spec
+    nets = sac.make_nets(config, spec)
+    state = sac.make_agent(config).init(jax.random.key(0))
+    params = state.params
+    # V_bar away from V_psi, so that reading the wrong network shows
+    target = jax.tree.map(lambda x: x + 0.3 * jnp.sin(7.0 * x + 1.0), state.target)
+    rng = np.random.default_rng(3)
+    n = 16
+    batch = replay.Transition(
+        obs=rng.normal(size=(n, 4)).astype(np.float32),
+        action=rng.integers(0, 2, n).astype(np.int32),
+        reward=rng.normal(size=n).astype(np.float32),
+        next_obs=rng.normal(size=(n, 4)).astype(np.float32),
+        terminated=rng.random(n) < 0.3)
+    grads, info = jax.grad(sac.loss_fn, has_aux=True)(params, target, batch, jax.random.key(1),
+                                                      nets, config)
+
+    # the reference from the networks' outputs, in NumPy
+    logits = np.asarray(nets.actor.apply(params.actor, batch.obs).logits, np.float64)
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    q_all = np.asarray(nets.critic.apply(params.critic, batch.obs), np.float64)  # [2, n, A]
+    v_exact = np.sum(np.exp(log_p) * (q_all.min(0) - config.alpha * log_p), -1)
+    v_bar_next = np.asarray(nets.value.apply(target, batch.next_obs), np.float64)
+    y = batch.reward + config.gamma * (1 - batch.terminated) * v_bar_next
+    q = q_all[:, np.arange(n), batch.action]
+    v_psi = np.asarray(nets.value.apply(params.value, batch.obs), np.float64)
+    np.testing.assert_allclose(info["critic_loss"], 0.5 * ((q - y) ** 2).mean(-1).sum(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(info["value_loss"], 0.5 * ((v_psi - v_exact) ** 2).mean(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(info["actor_loss"], -v_exact.mean(), rtol=1e-5, atol=1e-6)
+
+    # each network's gradient is that of its own loss with its target held constant
+    def value_ref(p):
+        return 0.5 * jnp.mean(jnp.square(nets.value.apply(p, batch.obs) - v_exact))
+
+    def critic_ref(p):
+        q_p = jnp.sum(nets.critic.apply(p, batch.obs) * jax.nn.one_hot(batch.action, 2), -1)
+        return 0.5 * jnp.sum(jnp.mean(jnp.square(q_p - y), -1))
+
+    def actor_ref(p):  # -E[V(s)] with the critics constant: no term of the value loss
+        log_pi = jax.nn.log_softmax(nets.actor.apply(p, batch.obs).logits)
+        return -jnp.mean(jnp.sum(jnp.exp(log_pi) * (q_all.min(0) - config.alpha * log_pi), -1))
+
+    assert_trees_close(grads.value, jax.grad(value_ref)(params.value))
+    assert_trees_close(grads.actor, jax.grad(actor_ref)(params.actor))
+    assert_trees_close(grads.critic, jax.grad(critic_ref)(params.critic))
+
+    # one gradient step: V_bar <- (1 - tau) V_bar + tau V_psi' (the updated V_psi)
+    buffer = state.buffer.replace(data=jax.tree.map(lambda d, b: d.at[:n].set(b),
+                                                    state.buffer.data, batch),
+                                  size=state.buffer.size + n)
+    learner, _ = sac.gradient_step(nets, config, buffer, state.run.obs_norm,
+                                   sac.Learner(params, target, state.opt_state),
+                                   jax.random.key(2))
+    assert not np.allclose(jax.tree.leaves(learner.params.value)[0],
+                           jax.tree.leaves(params.value)[0])
+    assert_trees_close(learner.target, jax.tree.map(
+        lambda t, v: (1 - config.tau) * t + config.tau * v, target, learner.params.value))
 
 
 # ----------------------------------------------------------------------------- temperature
@@ -294,13 +365,6 @@ def test_bad_config_values():
 def test_sac_learns_pendulum_within_15k_steps():
     final = final_seed_evals(sac, dict(total_timesteps=15_000, eval_every=15_000), seeds=2)
     assert final.mean() >= -200, final
-
-
-@pytest.mark.slow
-def test_value_network_variant_learns_pendulum_within_15k_steps():
-    final = final_seed_evals(sac, dict(value_network=True, total_timesteps=15_000,
-                                       eval_every=15_000), seeds=2)  # -167, -143
-    assert final.mean() >= -250, final
 
 
 @pytest.mark.slow
