@@ -200,7 +200,10 @@ def test_recurrent_contract_vmap_chunks_and_traced_hyperparameters(algo, monkeyp
                        jax.tree.map(lambda x: x[1], state.params))
     # the single run draws through JAX's lowering of the generator (bit for bit the same
     # numbers, test_prng): an unbatched recurrent program compiles 2-3x slower with the
-    # unrolled hash, and it is compared to a tolerance
+    # unrolled hash, and it is compared to a tolerance. PPO's only: A2C's recurrent rollout and
+    # carry are the same code, and each unbatched recurrent program is seconds of compiling
+    if algo != "ppo":
+        return
     monkeypatch.setenv(prng.UNROLL_ENV, "0")
     other = purerl.jit(module.make_train({**TINY[algo], "lr": 3e-3}))(keys[1])[0]
     assert_trees_close(jax.tree.map(lambda x: x[1], grid.params), other.params)
