@@ -137,12 +137,7 @@ def td_loss(network: QNetwork, cfg: Config, params: Any, target_params: Any,
     y = losses.q_learning_target(mb.reward, mb.terminated, next_q_target, cfg.gamma,
                                  next_q_online)
     q = jnp.take_along_axis(q_all, mb.action[:, None], -1)[:, 0]
-    err = q - y
-    if cfg.loss == "huber":
-        loss = losses.huber(err, cfg.huber_delta).mean()
-    else:
-        loss = 0.5 * jnp.square(err).mean()
-    return loss, {"loss": loss, "q_mean": q.mean(), "td_error": jnp.abs(err).mean()}
+    return losses.q_regression_loss(q, y, cfg.loss, cfg.huber_delta)
 
 
 def gradient_step(network: QNetwork, cfg: Config, tx: optax.GradientTransformation,

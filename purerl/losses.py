@@ -169,6 +169,18 @@ def huber(x: jax.Array, delta: float = 1.0) -> jax.Array:
     return 0.5 * quadratic**2 + delta * (abs_x - quadratic)
 
 
+def q_regression_loss(q: jax.Array, target: jax.Array, kind: str = "mse", delta: float = 1.0
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """E[l(Q(s, a) - y)] over a minibatch with l the squared error x^2 / 2 (``kind="mse"``) or
+    the Huber loss (``"huber"``, :func:`huber`: the error clipping of Mnih et al. 2015), and the
+    metrics ``loss``, ``q_mean`` = E[Q(s, a)] and ``td_error`` = E|Q(s, a) - y|. ``target`` is
+    held constant by its caller (DQN's and PQN's targets are stop-gradient already)."""
+    chex.assert_equal_shape([q, target])
+    err = q - target
+    loss = huber(err, delta).mean() if kind == "huber" else 0.5 * jnp.square(err).mean()
+    return loss, {"loss": loss, "q_mean": q.mean(), "td_error": jnp.abs(err).mean()}
+
+
 def td_target(reward: jax.Array, terminated: jax.Array, next_value: jax.Array,
               gamma: float) -> jax.Array:
     """y = r + gamma (1 - terminated) v', with v' the target's value of the real next state (so

@@ -128,12 +128,7 @@ def td_loss(network: QNetwork, cfg: Config, params: Any, mb: Batch
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """E[l(Q(s, a) - G)] on one minibatch, and its metrics."""
     q = jnp.take_along_axis(network.apply(params, mb.obs), mb.action[:, None], -1)[:, 0]
-    err = q - mb.target
-    if cfg.loss == "huber":
-        loss = losses.huber(err, cfg.huber_delta).mean()
-    else:
-        loss = 0.5 * jnp.square(err).mean()
-    return loss, {"loss": loss, "q_mean": q.mean(), "td_error": jnp.abs(err).mean()}
+    return losses.q_regression_loss(q, mb.target, cfg.loss, cfg.huber_delta)
 
 
 def make_batch(network: QNetwork, cfg: Config, params: Any, norm: Any,

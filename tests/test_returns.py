@@ -1,5 +1,6 @@
 """returns.* against plain NumPy loops and closed forms; losses against NumPy."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -183,6 +184,28 @@ def test_n_step_return_closed_form_without_episode_ends():
     ref = [sum(gamma ** k * r[t + k, 0] for k in range(T - t)) + gamma ** (T - t) * 5.0
            for t in range(T)]
     np.testing.assert_allclose(np.asarray(g)[:, 0], ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mse", "huber"])
+def test_q_regression_loss_and_its_gradient_match_numpy(kind):
+    rng = np.random.default_rng(5)
+    q = rng.normal(scale=2.0, size=64).astype(np.float32)
+    y = rng.normal(scale=2.0, size=64).astype(np.float32)
+    delta = 0.7
+    loss, info = losses.q_regression_loss(jnp.asarray(q), jnp.asarray(y), kind, delta)
+    grad = jax.grad(lambda q: losses.q_regression_loss(q, jnp.asarray(y), kind, delta)[0])(
+        jnp.asarray(q))
+    err = q.astype(np.float64) - y
+    if kind == "huber":  # quadratic inside delta, linear with slope delta outside
+        ref = np.where(np.abs(err) <= delta, 0.5 * err**2, delta * (np.abs(err) - 0.5 * delta))
+        ref_grad = np.clip(err, -delta, delta) / err.size
+        assert (np.abs(err) > delta).any() and (np.abs(err) <= delta).any()
+    else:
+        ref, ref_grad = 0.5 * err**2, err / err.size
+    np.testing.assert_allclose(loss, ref.mean(), rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(info["td_error"], np.abs(err).mean(), rtol=1e-5)
+    np.testing.assert_allclose(info["q_mean"], q.mean(), rtol=1e-5)
 
 
 def test_masked_losses_ignore_padding():
