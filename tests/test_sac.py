@@ -151,7 +151,8 @@ def test_value_network_variant_losses_gradients_and_target_match_numpy():
     moves V_bar a Polyak step towards the new V_psi. (Its learning is measured in
     benchmarks/RESULTS.md; the default variant's learning check covers the rest of the step.)"""
     config = sac.Config(env="CartPole-v1", value_network=True, hidden_sizes=(8, 8), gamma=0.9,
-                        tau=0.25, alpha=0.3, autotune_alpha=False)
+                        tau=0.25, alpha=0.3, autotune_alpha=False, buffer_size=64,
+                        batch_size=16, learning_starts=16)
     spec = envs.make(config.env).spec
     nets = sac.make_nets(config, spec)
     state = sac.make_agent(config).init(jax.random.key(0))
@@ -166,8 +167,8 @@ def test_value_network_variant_losses_gradients_and_target_match_numpy():
         reward=rng.normal(size=n).astype(np.float32),
         next_obs=rng.normal(size=(n, 4)).astype(np.float32),
         terminated=rng.random(n) < 0.3)
-    grads, info = jax.grad(sac.loss_fn, has_aux=True)(params, target, batch, jax.random.key(1),
-                                                      nets, config)
+    grads, info = jit_level0(lambda *a: jax.grad(sac.loss_fn, has_aux=True)(*a, nets, config))(
+        params, target, batch, jax.random.key(1))
 
     # the reference from the networks' outputs, in NumPy
     logits = np.asarray(nets.actor.apply(params.actor, batch.obs).logits, np.float64)
@@ -205,9 +206,9 @@ def test_value_network_variant_losses_gradients_and_target_match_numpy():
     buffer = state.buffer.replace(data=jax.tree.map(lambda d, b: d.at[:n].set(b),
                                                     state.buffer.data, batch),
                                   size=state.buffer.size + n)
-    learner, _ = sac.gradient_step(nets, config, buffer, state.run.obs_norm,
-                                   sac.Learner(params, target, state.opt_state),
-                                   jax.random.key(2))
+    learner, _ = jit_level0(lambda *a: sac.gradient_step(nets, config, *a))(
+        buffer, state.run.obs_norm, sac.Learner(params, target, state.opt_state),
+        jax.random.key(2))
     assert not np.allclose(jax.tree.leaves(learner.params.value)[0],
                            jax.tree.leaves(params.value)[0])
     assert_trees_close(learner.target, jax.tree.map(
